@@ -1,0 +1,11 @@
+//! The Elasticsearch adapter: the store, its configuration, and the translation of the task
+//! model into documents, mappings and requests.
+
+pub(crate) mod bulk;
+pub(crate) mod classify;
+pub(crate) mod client;
+pub mod config;
+pub mod document;
+pub mod mapping;
+pub(crate) mod query;
+pub mod store;
