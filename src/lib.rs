@@ -67,20 +67,24 @@
 
 #![warn(missing_docs)]
 
+pub mod claim;
 pub mod clock;
 pub mod error;
 pub mod es;
 pub mod interval;
+pub mod outcome;
 pub mod patch;
 pub mod query;
 pub mod task;
 pub mod version;
 
+pub use claim::{ClaimRequest, ClaimResult, ClaimStrategy};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, FieldMismatch, Result};
 pub use es::config::{Auth, Refresh, Secret, StoreBuilder};
 pub use es::store::{ElasticsearchTaskStore, IndexStatus};
 pub use interval::{Interval, IntervalUnit};
+pub use outcome::{Completion, NextRun, RetryPolicy};
 pub use patch::TaskPatch;
 pub use query::{Cursor, FetchPage, SortDirection, SortField, TaskQuery, TaskStats};
 pub use task::{ConcreteTaskInstance, Schedule, TaskId, TaskInstance, TaskStatus};

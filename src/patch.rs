@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::interval::Interval;
-use crate::task::{Schedule, TaskStatus};
+use crate::task::{ConcreteTaskInstance, Schedule, TaskStatus};
 
 /// Fields to change in a stored task.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,6 +53,8 @@ pub struct TaskPatch {
     pub priority: Option<i32>,
     /// New timeout (`Some(None)` clears it).
     pub timeout_override: Option<Option<Interval>>,
+    /// New last error (`Some(None)` clears it).
+    pub last_error: Option<Option<String>>,
 }
 
 impl TaskPatch {
@@ -65,6 +67,29 @@ impl TaskPatch {
             ));
         }
         Ok(())
+    }
+
+    /// Applies the patch to a task in memory, as the engine applies it to the document.
+    pub fn apply_to(&self, task: &mut ConcreteTaskInstance) {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
+        }
+        set(&mut task.status, &self.status);
+        set(&mut task.run_at, &self.run_at);
+        set(&mut task.scheduled_at, &self.scheduled_at);
+        set(&mut task.started_at, &self.started_at);
+        set(&mut task.retry_at, &self.retry_at);
+        set(&mut task.owner_id, &self.owner_id);
+        set(&mut task.attempts, &self.attempts);
+        set(&mut task.params, &self.params);
+        set(&mut task.state, &self.state);
+        set(&mut task.schedule, &self.schedule);
+        set(&mut task.enabled, &self.enabled);
+        set(&mut task.priority, &self.priority);
+        set(&mut task.timeout_override, &self.timeout_override);
+        set(&mut task.last_error, &self.last_error);
     }
 
     /// Whether the patch changes nothing.

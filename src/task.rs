@@ -378,6 +378,7 @@ impl TaskInstance {
             enabled: self.enabled,
             priority: self.priority,
             timeout_override: self.timeout_override,
+            last_error: None,
             version: None,
         })
     }
@@ -451,6 +452,9 @@ pub struct ConcreteTaskInstance {
     pub priority: i32,
     /// Per-task run timeout.
     pub timeout_override: Option<Interval>,
+    /// The error of the last failed run, kept on a task that ended `failed` (stored as
+    /// `task.lastError`, in `_source` only). Cleared by a success.
+    pub last_error: Option<String>,
     /// The stored state this value was read from; `None` for a task not yet stored.
     pub version: Option<Version>,
 }

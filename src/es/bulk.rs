@@ -89,7 +89,6 @@ fn conditional(doc_id: &str, version: Version) -> Value {
 pub(crate) struct BulkItem {
     pub status: u16,
     pub version: Option<Version>,
-    pub result: Option<String>,
     pub error: Option<Value>,
 }
 
@@ -139,7 +138,6 @@ pub(crate) fn parse_items(response: &Value, expected: usize) -> Result<Vec<BulkI
             Ok(BulkItem {
                 status,
                 version,
-                result: inner.get("result").and_then(Value::as_str).map(str::to_owned),
                 error: inner.get("error").cloned(),
             })
         })

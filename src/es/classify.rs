@@ -67,7 +67,9 @@ pub(crate) fn classify(
     let error_type = error_type(error);
     let reason = reason(error);
     let id = || ctx.id.unwrap_or_default().to_owned();
-    if has_type(error, "cluster_block_exception") {
+    // A block sent as 503 is one of the engine's retryable blocks ("no master", "state not
+    // recovered"): it clears by itself, so it is an overload, not a block to lift.
+    if status != 503 && has_type(error, "cluster_block_exception") {
         return Error::Blocked { status, reason };
     }
     match (status, error_type.as_str()) {
@@ -197,6 +199,14 @@ mod tests {
             classify(403, None, &nested, Context::index("i")),
             Error::Blocked { .. }
         ));
+    }
+
+    #[test]
+    fn retryable_blocks_sent_as_503_are_overload() {
+        let e = json!({"type": "cluster_block_exception", "reason": "blocked by: [SERVICE_UNAVAILABLE/2/no master];"});
+        let e = classify(503, None, &e, Context::index("i"));
+        assert!(matches!(e, Error::Overloaded { status: 503, .. }), "{e:?}");
+        assert!(e.is_transient());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | `ES_TASK_STORE_INDEX` | index (alias) name | `tasks` |
 //! | `ES_TASK_STORE_REFRESH` | write refresh policy: `false`, `wait_for`, `true` | `false` |
 //! | `ES_TASK_STORE_REQUEST_TIMEOUT_SECS` | per-request timeout in seconds | `30` |
+//! | `ES_TASK_STORE_CLAIM_STRATEGY` | `optimistic` or `update_by_query` | `optimistic` |
 //!
 //! Secrets are held in a type whose `Debug` prints `[redacted]`, and are never logged.
 
@@ -26,6 +27,7 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder}
 use elasticsearch::Elasticsearch;
 use url::Url;
 
+use crate::claim::ClaimStrategy;
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 
@@ -33,6 +35,8 @@ use crate::error::Error;
 pub const DEFAULT_URL: &str = "http://127.0.0.1:9200";
 /// Default index (alias) name.
 pub const DEFAULT_INDEX: &str = "tasks";
+/// Default claim oversampling factor.
+pub const DEFAULT_CLAIM_OVERSAMPLING: usize = 4;
 /// Default per-request timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -137,6 +141,8 @@ pub struct StoreBuilder {
     pub(crate) request_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) require_alias: bool,
+    pub(crate) claim_strategy: ClaimStrategy,
+    pub(crate) claim_oversampling: usize,
 }
 
 impl Default for StoreBuilder {
@@ -151,6 +157,8 @@ impl Default for StoreBuilder {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             clock: Arc::new(SystemClock),
             require_alias: true,
+            claim_strategy: ClaimStrategy::Optimistic,
+            claim_oversampling: DEFAULT_CLAIM_OVERSAMPLING,
         }
     }
 }
@@ -202,6 +210,18 @@ impl StoreBuilder {
                 key: "ES_TASK_STORE_REFRESH".into(),
                 reason: format!("{refresh:?} is not one of false, wait_for, true"),
             })?;
+        }
+        if let Some(strategy) = get("ES_TASK_STORE_CLAIM_STRATEGY") {
+            self.claim_strategy = match strategy.as_str() {
+                "optimistic" => ClaimStrategy::Optimistic,
+                "update_by_query" => ClaimStrategy::UpdateByQuery,
+                other => {
+                    return Err(Error::Config {
+                        key: "ES_TASK_STORE_CLAIM_STRATEGY".into(),
+                        reason: format!("{other:?} is not one of optimistic, update_by_query"),
+                    })
+                }
+            };
         }
         if let Some(secs) = get("ES_TASK_STORE_REQUEST_TIMEOUT_SECS") {
             let secs: u64 = secs.parse().ok().filter(|s| *s > 0).ok_or_else(|| Error::Config {
@@ -279,6 +299,22 @@ impl StoreBuilder {
     #[must_use]
     pub fn with_require_alias(mut self, require_alias: bool) -> Self {
         self.require_alias = require_alias;
+        self
+    }
+
+    /// How claims are made (default [`ClaimStrategy::Optimistic`]).
+    #[must_use]
+    pub fn with_claim_strategy(mut self, strategy: ClaimStrategy) -> Self {
+        self.claim_strategy = strategy;
+        self
+    }
+
+    /// How many candidates an optimistic claim searches for, as a multiple of its capacity
+    /// (default 4, at least 1). More candidates mean fewer empty-handed claims under
+    /// contention, at the cost of larger searches.
+    #[must_use]
+    pub fn with_claim_oversampling(mut self, factor: usize) -> Self {
+        self.claim_oversampling = factor.max(1);
         self
     }
 

@@ -70,6 +70,9 @@ pub fn encode_task(task: &ConcreteTaskInstance) -> Value {
     if let Some(timeout) = &task.timeout_override {
         put("timeoutOverride", Value::String(timeout.to_string()));
     }
+    if let Some(error) = &task.last_error {
+        put("lastError", Value::String(error.clone()));
+    }
     Value::Object(fields)
 }
 
@@ -137,6 +140,7 @@ pub fn decode_document(
         enabled: fields.optional_bool("enabled")?.unwrap_or(true),
         priority: fields.priority()?,
         timeout_override: fields.optional_interval("timeoutOverride")?,
+        last_error: fields.optional_str("lastError")?,
         version,
     })
 }
@@ -319,6 +323,7 @@ mod tests {
         task.started_at = Some(now);
         task.status = TaskStatus::Running;
         task.attempts = 2;
+        task.last_error = Some("boom".into());
         task.version = Some(Version::new(7, 1));
         task
     }

@@ -2,10 +2,13 @@
 //! model into documents, mappings and requests.
 
 pub(crate) mod bulk;
+pub(crate) mod claim;
 pub(crate) mod classify;
 pub(crate) mod client;
 pub mod config;
 pub mod document;
+pub(crate) mod lease;
+pub(crate) mod maintenance;
 pub mod mapping;
 pub(crate) mod query;
 pub mod store;

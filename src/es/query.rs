@@ -138,3 +138,86 @@ pub(crate) fn stats_body(now: DateTime<Utc>) -> Value {
         }
     })
 }
+
+/// Idle and due: `status == idle AND runAt <= now`.
+pub(crate) fn idle_task_due(now: DateTime<Utc>) -> Value {
+    json!({ "bool": { "filter": [status_in(&[TaskStatus::Idle]), run_at_due(now)] } })
+}
+
+/// Leased (`running`/`claiming`) and the lease has run out by `expired_at`, or was never set.
+pub(crate) fn leased_task_with_expired_lease(expired_at: DateTime<Utc>) -> Value {
+    json!({ "bool": {
+        "filter": [status_in(&[TaskStatus::Running, TaskStatus::Claiming])],
+        "should": [
+            { "range": { "task.retryAt": { "lte": format_date(expired_at) } } },
+            { "bool": { "must_not": [{ "exists": { "field": "task.retryAt" } }] } }
+        ],
+        "minimum_should_match": 1
+    } })
+}
+
+/// What a claimer of `types` may take at `now`.
+pub(crate) fn claimable(now: DateTime<Utc>, types: &[String]) -> Value {
+    json!({ "bool": { "filter": [
+        is_task_document(),
+        enabled_task(),
+        task_type_in(types),
+        { "bool": {
+            "should": [idle_task_due(now), leased_task_with_expired_lease(now)],
+            "minimum_should_match": 1
+        } }
+    ] } })
+}
+
+/// Claim order: highest priority first, then the longest overdue.
+pub(crate) fn claim_sort() -> Value {
+    json!([
+        sort_clause(SortField::Priority, SortDirection::Desc),
+        sort_clause(SortField::RunAt, SortDirection::Asc),
+    ])
+}
+
+/// Candidates of an optimistic claim.
+pub(crate) fn claim_candidates_body(now: DateTime<Utc>, types: &[String], size: usize) -> Value {
+    json!({
+        "query": claimable(now, types),
+        "sort": claim_sort(),
+        "size": size,
+        "seq_no_primary_term": true,
+        "track_total_hits": false,
+    })
+}
+
+/// Tasks an owner holds in `claiming` (what its update-by-query claim took).
+pub(crate) fn claiming_by_owner_body(owner_id: &str, size: usize) -> Value {
+    json!({
+        "query": { "bool": { "filter": [
+            is_task_document(),
+            status_in(&[TaskStatus::Claiming]),
+            { "term": { "task.ownerId": owner_id } }
+        ] } },
+        "sort": claim_sort(),
+        "size": size,
+        "seq_no_primary_term": true,
+        "track_total_hits": false,
+    })
+}
+
+/// Tasks whose lease ran out before `expired_at` (or that have none).
+pub(crate) fn stuck_body(expired_at: DateTime<Utc>, size: usize) -> Value {
+    json!({
+        "query": { "bool": { "filter": [is_task_document(), leased_task_with_expired_lease(expired_at)] } },
+        "sort": [sort_clause(SortField::RetryAt, SortDirection::Asc), tie_breaker()],
+        "size": size,
+        "seq_no_primary_term": true,
+        "track_total_hits": false,
+    })
+}
+
+/// Idle tasks whose type is not among `types`.
+pub(crate) fn unrecognized_query(types: &[String]) -> Value {
+    json!({ "bool": {
+        "filter": [is_task_document(), status_in(&[TaskStatus::Idle])],
+        "must_not": [task_type_in(types)]
+    } })
+}

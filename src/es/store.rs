@@ -14,6 +14,7 @@ use super::client::{segment, Body, Http};
 use super::config::{Refresh, StoreBuilder};
 use super::document::{decode_document, encode_document, format_date};
 use super::{mapping, query};
+use crate::claim::ClaimStrategy;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::patch::TaskPatch;
@@ -59,6 +60,8 @@ pub struct ElasticsearchTaskStore {
     pub(crate) refresh: Refresh,
     pub(crate) clock: Arc<dyn Clock>,
     require_alias: bool,
+    pub(crate) claim_strategy: ClaimStrategy,
+    pub(crate) claim_oversampling: usize,
 }
 
 impl fmt::Debug for ElasticsearchTaskStore {
@@ -69,6 +72,7 @@ impl fmt::Debug for ElasticsearchTaskStore {
             .field("refresh", &self.refresh)
             .field("clock", &self.clock)
             .field("require_alias", &self.require_alias)
+            .field("claim_strategy", &self.claim_strategy)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +96,8 @@ impl ElasticsearchTaskStore {
             refresh: config.refresh,
             clock: config.clock,
             require_alias: config.require_alias,
+            claim_strategy: config.claim_strategy,
+            claim_oversampling: config.claim_oversampling,
         }
     }
 
@@ -456,29 +462,7 @@ impl ElasticsearchTaskStore {
     pub async fn fetch(&self, query: &TaskQuery) -> Result<FetchPage> {
         query.validate()?;
         let answer = self.search(query::fetch_body(query)).await?;
-        let hits = hits_of(&answer)?;
-        let mut page = FetchPage {
-            tasks: Vec::with_capacity(hits.len()),
-            skipped: Vec::new(),
-            next: None,
-        };
-        for hit in hits {
-            match decode_hit(hit) {
-                Ok(task) => page.tasks.push(task),
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping a document that is not a valid task");
-                    page.skipped.push(e);
-                }
-            }
-        }
-        if hits.len() == query.size {
-            page.next = hits
-                .last()
-                .and_then(|hit| hit.get("sort"))
-                .and_then(Value::as_array)
-                .map(|sort| Cursor(sort.clone()));
-        }
-        Ok(page)
+        page_of(&answer, query.size)
     }
 
     pub(crate) async fn search(&self, body: Value) -> Result<Value> {
@@ -654,6 +638,33 @@ fn version_of(answer: &Value) -> Result<Version> {
     }
 }
 
+/// A page of decoded tasks from a search answer for `size` hits.
+pub(crate) fn page_of(answer: &Value, size: usize) -> Result<FetchPage> {
+    let hits = hits_of(answer)?;
+    let mut page = FetchPage {
+        tasks: Vec::with_capacity(hits.len()),
+        skipped: Vec::new(),
+        next: None,
+    };
+    for hit in hits {
+        match decode_hit(hit) {
+            Ok(task) => page.tasks.push(task),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a document that is not a valid task");
+                page.skipped.push(e);
+            }
+        }
+    }
+    if hits.len() == size {
+        page.next = hits
+            .last()
+            .and_then(|hit| hit.get("sort"))
+            .and_then(Value::as_array)
+            .map(|sort| Cursor(sort.clone()));
+    }
+    Ok(page)
+}
+
 /// The hits of a search answer.
 pub(crate) fn hits_of(answer: &Value) -> Result<&Vec<Value>> {
     answer["hits"]["hits"]
@@ -726,6 +737,9 @@ pub(crate) fn encode_patch(patch: &TaskPatch, now: DateTime<Utc>) -> Value {
             "timeoutOverride".into(),
             timeout.map_or(Value::Null, |t| json!(t.to_string())),
         );
+    }
+    if let Some(error) = &patch.last_error {
+        task.insert("lastError".into(), error.clone().map_or(Value::Null, Value::String));
     }
     json!({ "task": task, "updated_at": format_date(now) })
 }

@@ -1,0 +1,105 @@
+//! The writes of a lease holder: complete, fail, release, renew. Each is conditional on the
+//! version the holder's claim (or last renewal) returned, so once another owner has taken the
+//! task over, or the task was removed, the write fails with [`Error::LeaseLost`] or
+//! [`Error::Removed`] and changes nothing. None of them ever re-creates a removed task.
+
+use chrono::TimeDelta;
+use serde_json::{Map, Value};
+
+use super::bulk::BulkBody;
+use super::classify::Context;
+use super::store::ElasticsearchTaskStore;
+use crate::error::{Error, Result};
+use crate::outcome::{on_failure, on_release, on_renewal, on_success, Completion, NextRun, RetryPolicy};
+use crate::patch::TaskPatch;
+use crate::task::ConcreteTaskInstance;
+use crate::version::Version;
+
+impl ElasticsearchTaskStore {
+    /// Ends a successful run of a claimed task: a one-off task is deleted, a recurring one goes
+    /// back to `idle` with its next `runAt`, the new `state` and no attempts (see
+    /// [`outcome`](crate::outcome)). Returns the new version, or `None` when the task was
+    /// deleted.
+    pub async fn mark_success(
+        &self,
+        task: &ConcreteTaskInstance,
+        state: Map<String, Value>,
+        next: Option<NextRun>,
+    ) -> Result<Option<Version>> {
+        let completion = on_success(task, self.now(), state, next);
+        self.complete(task, &completion).await
+    }
+
+    /// Ends a failed run of a claimed task: retried later with backoff, or `failed` with its
+    /// last error once a one-off task is out of attempts. Returns the new version.
+    pub async fn mark_failure(&self, task: &ConcreteTaskInstance, error: &str, policy: &RetryPolicy) -> Result<Version> {
+        let patch = on_failure(task, self.now(), error, policy, fastrand::f64());
+        self.lease_write(task, &patch).await
+    }
+
+    /// Gives a claimed task back unrun: `idle`, claimable at once, the claim's attempt not
+    /// counted. Returns the new version.
+    pub async fn release(&self, task: &ConcreteTaskInstance) -> Result<Version> {
+        self.lease_write(task, &on_release(task)).await
+    }
+
+    /// Extends the lease of a claimed task to now + `lease`, and updates `task` with the new
+    /// `retryAt` and version (which every later write must carry).
+    pub async fn renew_lease(&self, task: &mut ConcreteTaskInstance, lease: std::time::Duration) -> Result<Version> {
+        let lease = TimeDelta::from_std(lease).map_err(|_| Error::InvalidQuery {
+            field: "lease",
+            reason: format!("{lease:?} is too long"),
+        })?;
+        let patch = on_renewal(self.now(), lease);
+        let version = self.lease_write(task, &patch).await?;
+        patch.apply_to(task);
+        task.version = Some(version);
+        Ok(version)
+    }
+
+    /// Writes a [`Completion`] conditional on the task's version. Returns the new version, or
+    /// `None` when the task was deleted.
+    pub async fn complete(&self, task: &ConcreteTaskInstance, completion: &Completion) -> Result<Option<Version>> {
+        match completion {
+            Completion::Update(patch) => self.lease_write(task, patch).await.map(Some),
+            Completion::Delete => self.lease_delete(task).await.map(|()| None),
+        }
+    }
+
+    async fn lease_write(&self, task: &ConcreteTaskInstance, patch: &TaskPatch) -> Result<Version> {
+        let version = task.require_version()?;
+        match self.partial_update(&task.id, version, patch).await {
+            Err(Error::Conflict { .. }) => Err(self.lost_or_removed(task).await),
+            Err(Error::NotFound { id }) => Err(Error::Removed { id }),
+            other => other,
+        }
+    }
+
+    async fn lease_delete(&self, task: &ConcreteTaskInstance) -> Result<()> {
+        let version = task.require_version()?;
+        let mut body = BulkBody::new();
+        body.delete_if(&task.id.document_id(), version);
+        let item = self.send_bulk(body).await?.into_iter().next();
+        let Some(item) = item else {
+            return Err(Error::MalformedResponse {
+                status: 200,
+                reason: "_bulk answer has no item".into(),
+            });
+        };
+        match item.into_result(Context::task(&self.index, task.id.as_str())) {
+            Ok(_) => Ok(()),
+            Err(Error::Conflict { .. }) => Err(self.lost_or_removed(task).await),
+            Err(Error::NotFound { id }) => Err(Error::Removed { id }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After a conditional write lost: was the task taken over, or removed?
+    async fn lost_or_removed(&self, task: &ConcreteTaskInstance) -> Error {
+        let id = task.id.to_string();
+        match self.get(&task.id).await {
+            Err(Error::NotFound { .. }) => Error::Removed { id },
+            _ => Error::LeaseLost { id },
+        }
+    }
+}
