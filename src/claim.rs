@@ -126,7 +126,10 @@ impl ClaimRequest {
         if !(1..=MAX_CAPACITY).contains(&self.capacity) {
             return Err(Error::InvalidQuery {
                 field: "capacity",
-                reason: format!("must be between 1 and {MAX_CAPACITY}, got {}", self.capacity),
+                reason: format!(
+                    "must be between 1 and {MAX_CAPACITY}, got {}",
+                    self.capacity
+                ),
             });
         }
         let leases = std::iter::once(&self.default_lease).chain(self.leases.values());
@@ -174,8 +177,12 @@ pub struct ClaimResult {
 /// Whether a task may be claimed at `now` by a claimer of `task_types` (the rule the claim
 /// query expresses, for checks in memory).
 #[must_use]
-pub fn is_claimable(task: &ConcreteTaskInstance, now: DateTime<Utc>, task_types: &[String]) -> bool {
-    if !task.enabled || !task_types.iter().any(|t| *t == task.task_type) {
+pub fn is_claimable(
+    task: &ConcreteTaskInstance,
+    now: DateTime<Utc>,
+    task_types: &[String],
+) -> bool {
+    if !task.enabled || !task_types.contains(&task.task_type) {
         return false;
     }
     match task.status {
@@ -187,7 +194,12 @@ pub fn is_claimable(task: &ConcreteTaskInstance, now: DateTime<Utc>, task_types:
 
 /// The write that claims `task` for `owner_id` at `now`.
 #[must_use]
-pub fn claim_patch(task: &ConcreteTaskInstance, owner_id: &str, now: DateTime<Utc>, lease: TimeDelta) -> TaskPatch {
+pub fn claim_patch(
+    task: &ConcreteTaskInstance,
+    owner_id: &str,
+    now: DateTime<Utc>,
+    lease: TimeDelta,
+) -> TaskPatch {
     TaskPatch {
         status: Some(TaskStatus::Running),
         owner_id: Some(Some(owner_id.to_owned())),
@@ -203,7 +215,11 @@ mod tests {
     use super::*;
     use crate::task::TaskInstance;
 
-    fn task(status: TaskStatus, run_at_offset: i64, retry_at_offset: Option<i64>) -> (ConcreteTaskInstance, DateTime<Utc>) {
+    fn task(
+        status: TaskStatus,
+        run_at_offset: i64,
+        retry_at_offset: Option<i64>,
+    ) -> (ConcreteTaskInstance, DateTime<Utc>) {
         let now = Utc::now();
         let mut task = TaskInstance::new("a").into_concrete(now).unwrap();
         task.status = status;
@@ -224,12 +240,18 @@ mod tests {
         let (t, now) = task(TaskStatus::Running, -100, Some(-1));
         assert!(is_claimable(&t, now, &types), "lease expired");
         let (t, now) = task(TaskStatus::Claiming, -100, None);
-        assert!(is_claimable(&t, now, &types), "no retryAt is an expired lease");
+        assert!(
+            is_claimable(&t, now, &types),
+            "no retryAt is an expired lease"
+        );
         let (mut t, now) = task(TaskStatus::Idle, -1, None);
         t.enabled = false;
         assert!(!is_claimable(&t, now, &types), "disabled");
         let (t, now) = task(TaskStatus::Idle, -1, None);
-        assert!(!is_claimable(&t, now, &["b".to_owned()]), "unregistered type");
+        assert!(
+            !is_claimable(&t, now, &["b".to_owned()]),
+            "unregistered type"
+        );
         let (t, now) = task(TaskStatus::Failed, -1, None);
         assert!(!is_claimable(&t, now, &types), "failed");
     }
@@ -250,8 +272,14 @@ mod tests {
     #[test]
     fn requests_are_validated() {
         assert!(ClaimRequest::new("", ["a"]).validate().is_err());
-        assert!(ClaimRequest::new("o", ["a"]).with_capacity(0).validate().is_err());
-        assert!(ClaimRequest::new("o", ["a"]).with_lease("a", Duration::ZERO).validate().is_err());
+        assert!(ClaimRequest::new("o", ["a"])
+            .with_capacity(0)
+            .validate()
+            .is_err());
+        assert!(ClaimRequest::new("o", ["a"])
+            .with_lease("a", Duration::ZERO)
+            .validate()
+            .is_err());
         assert!(ClaimRequest::new("o", ["a"]).validate().is_ok());
     }
 }

@@ -98,7 +98,7 @@ pub enum Completion {
     /// Delete the task.
     Delete,
     /// Update these fields.
-    Update(TaskPatch),
+    Update(Box<TaskPatch>),
 }
 
 /// The first `run_at + k * interval` (k >= 1) strictly after `now`.
@@ -124,11 +124,16 @@ pub fn on_success(
 ) -> Completion {
     let (run_at, schedule) = match (next, task.schedule) {
         (Some(NextRun::At(at)), schedule) => (at, schedule),
-        (Some(NextRun::Schedule(schedule)), _) => (next_run_at(now, schedule.interval, now), Some(schedule)),
-        (None, Some(schedule)) => (next_run_at(task.run_at, schedule.interval, now), Some(schedule)),
+        (Some(NextRun::Schedule(schedule)), _) => {
+            (next_run_at(now, schedule.interval, now), Some(schedule))
+        }
+        (None, Some(schedule)) => (
+            next_run_at(task.run_at, schedule.interval, now),
+            Some(schedule),
+        ),
         (None, None) => return Completion::Delete,
     };
-    Completion::Update(TaskPatch {
+    Completion::Update(Box::new(TaskPatch {
         status: Some(TaskStatus::Idle),
         run_at: Some(run_at),
         schedule: (schedule != task.schedule).then_some(schedule),
@@ -136,12 +141,18 @@ pub fn on_success(
         attempts: Some(0),
         last_error: task.last_error.as_ref().map(|_| None),
         ..released()
-    })
+    }))
 }
 
 /// The write after a failed run at `now`. `jitter` in `[0, 1]` spreads the retries.
 #[must_use]
-pub fn on_failure(task: &ConcreteTaskInstance, now: DateTime<Utc>, error: &str, policy: &RetryPolicy, jitter: f64) -> TaskPatch {
+pub fn on_failure(
+    task: &ConcreteTaskInstance,
+    now: DateTime<Utc>,
+    error: &str,
+    policy: &RetryPolicy,
+    jitter: f64,
+) -> TaskPatch {
     if task.is_recurring() || task.attempts < policy.max_attempts {
         let delay = policy.delay(task.attempts.max(1), jitter);
         let delay = TimeDelta::from_std(delay).unwrap_or(TimeDelta::hours(1));
@@ -222,16 +233,33 @@ mod tests {
     #[test]
     fn recurring_success_after_an_outage_runs_once_then_keeps_the_phase() {
         let task = recurring(at(12, 0, 0));
-        assert_eq!(next_run_at(task.run_at, "5m".parse().unwrap(), at(14, 0, 0)), at(14, 5, 0));
-        assert_eq!(next_run_at(task.run_at, "5m".parse().unwrap(), at(14, 0, 1)), at(14, 5, 0));
-        assert_eq!(next_run_at(task.run_at, "5m".parse().unwrap(), at(13, 59, 59)), at(14, 0, 0));
+        assert_eq!(
+            next_run_at(task.run_at, "5m".parse().unwrap(), at(14, 0, 0)),
+            at(14, 5, 0)
+        );
+        assert_eq!(
+            next_run_at(task.run_at, "5m".parse().unwrap(), at(14, 0, 1)),
+            at(14, 5, 0)
+        );
+        assert_eq!(
+            next_run_at(task.run_at, "5m".parse().unwrap(), at(13, 59, 59)),
+            at(14, 0, 0)
+        );
     }
 
     #[test]
     fn one_off_success_deletes() {
         let task = TaskInstance::new("o").into_concrete(at(12, 0, 0)).unwrap();
-        assert_eq!(on_success(&task, at(12, 0, 1), Map::new(), None), Completion::Delete);
-        let Completion::Update(patch) = on_success(&task, at(12, 0, 1), Map::new(), Some(NextRun::At(at(13, 0, 0)))) else {
+        assert_eq!(
+            on_success(&task, at(12, 0, 1), Map::new(), None),
+            Completion::Delete
+        );
+        let Completion::Update(patch) = on_success(
+            &task,
+            at(12, 0, 1),
+            Map::new(),
+            Some(NextRun::At(at(13, 0, 0))),
+        ) else {
             panic!()
         };
         assert_eq!(patch.run_at, Some(at(13, 0, 0)));
@@ -261,7 +289,10 @@ mod tests {
         assert_eq!(patch.last_error, Some(Some("boom".into())));
         let mut recurring = recurring(at(12, 0, 0));
         recurring.attempts = 10;
-        assert_eq!(on_failure(&recurring, at(12, 0, 0), "boom", &policy, 0.0).status, Some(TaskStatus::Idle));
+        assert_eq!(
+            on_failure(&recurring, at(12, 0, 0), "boom", &policy, 0.0).status,
+            Some(TaskStatus::Idle)
+        );
     }
 
     #[test]

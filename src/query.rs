@@ -228,7 +228,14 @@ mod tests {
     #[test]
     fn inverted_run_at_range_is_rejected() {
         let now = Utc::now();
-        let q = TaskQuery::new().with_run_at_between(Some(now), Some(now - chrono::TimeDelta::seconds(1)));
-        assert!(matches!(q.validate(), Err(Error::InvalidQuery { field: "run_at", .. })));
+        let q = TaskQuery::new()
+            .with_run_at_between(Some(now), Some(now - chrono::TimeDelta::seconds(1)));
+        assert!(matches!(
+            q.validate(),
+            Err(Error::InvalidQuery {
+                field: "run_at",
+                ..
+            })
+        ));
     }
 }

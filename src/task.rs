@@ -533,7 +533,13 @@ mod tests {
             .into_concrete(Utc::now())
             .unwrap_err();
         assert!(
-            matches!(err, Error::InvalidTask { field: "params", .. }),
+            matches!(
+                err,
+                Error::InvalidTask {
+                    field: "params",
+                    ..
+                }
+            ),
             "{err:?}"
         );
         let err = TaskInstance::new("t")
@@ -548,7 +554,9 @@ mod tests {
 
     #[test]
     fn empty_task_type_is_rejected() {
-        let err = TaskInstance::new(" ").into_concrete(Utc::now()).unwrap_err();
+        let err = TaskInstance::new(" ")
+            .into_concrete(Utc::now())
+            .unwrap_err();
         assert!(matches!(
             err,
             Error::InvalidTask {

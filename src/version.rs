@@ -71,10 +71,7 @@ impl FromStr for Version {
             [seq_no, primary_term] if *seq_no >= 0 && *primary_term >= 1 => {
                 Ok(Self::new(*seq_no, *primary_term))
             }
-            [_, _] => Err(invalid(
-                input,
-                "seq_no must be >= 0 and primary_term >= 1",
-            )),
+            [_, _] => Err(invalid(input, "seq_no must be >= 0 and primary_term >= 1")),
             _ => Err(invalid(input, "not a JSON array of two integers")),
         }
     }

@@ -6,8 +6,8 @@ use chrono::{TimeDelta, TimeZone, Utc};
 use common::{builder, store, Raw};
 use elasticsearch::http::Method;
 use es_task_store::{
-    ConcreteTaskInstance, Error, IndexStatus, Interval, SortDirection, SortField, TaskId, TaskInstance,
-    TaskPatch, TaskQuery, TaskStatus, Version,
+    ConcreteTaskInstance, Error, IndexStatus, Interval, SortDirection, SortField, TaskId,
+    TaskInstance, TaskPatch, TaskQuery, TaskStatus, Version,
 };
 use serde_json::{json, Map, Value};
 
@@ -19,10 +19,16 @@ fn id(s: &str) -> TaskId {
 async fn ensure_index_creates_then_verifies() {
     let store = builder("ensure").build().unwrap();
     let created = store.ensure_index().await.unwrap();
-    assert!(matches!(created, IndexStatus::Created { .. }), "{created:?}");
+    assert!(
+        matches!(created, IndexStatus::Created { .. }),
+        "{created:?}"
+    );
     assert_eq!(store.ensure_index().await.unwrap(), IndexStatus::Verified);
     let mapping = Raw::new().mapping(store.index()).await;
-    assert_eq!(mapping["properties"]["task"]["properties"]["runAt"]["type"], "date");
+    assert_eq!(
+        mapping["properties"]["task"]["properties"]["runAt"]["type"],
+        "date"
+    );
     store.delete_index().await.unwrap();
 }
 
@@ -38,7 +44,9 @@ async fn ensure_index_reports_a_different_mapping_and_changes_nothing() {
         } },
         "aliases": { store.index(): {} }
     });
-    let (status, answer) = raw.send(Method::Put, &format!("/{concrete}"), Some(body)).await;
+    let (status, answer) = raw
+        .send(Method::Put, &format!("/{concrete}"), Some(body))
+        .await;
     assert_eq!(status, 200, "{answer}");
     let before = raw.mapping(store.index()).await;
 
@@ -49,7 +57,11 @@ async fn ensure_index_reports_a_different_mapping_and_changes_nothing() {
     assert!(fields.contains(&"task.runAt"), "{fields:?}");
     assert!(fields.contains(&"task.retryAt"), "{fields:?}");
     assert!(fields.contains(&"dynamic"), "{fields:?}");
-    assert_eq!(raw.mapping(store.index()).await, before, "mapping must not change");
+    assert_eq!(
+        raw.mapping(store.index()).await,
+        before,
+        "mapping must not change"
+    );
     store.delete_index().await.unwrap();
 }
 
@@ -90,7 +102,10 @@ async fn schedule_twice_is_already_exists() {
     let task = TaskInstance::new("t").with_id("same").unwrap();
     store.schedule(task.clone()).await.unwrap();
     let err = store.schedule(task).await.unwrap_err();
-    assert!(matches!(&err, Error::AlreadyExists { id } if id == "same"), "{err:?}");
+    assert!(
+        matches!(&err, Error::AlreadyExists { id } if id == "same"),
+        "{err:?}"
+    );
     store.delete_index().await.unwrap();
 }
 
@@ -159,7 +174,10 @@ async fn update_of_a_removed_task_conflicts_and_does_not_recreate_it() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
-    assert!(matches!(store.get(&task.id).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.get(&task.id).await,
+        Err(Error::NotFound { .. })
+    ));
     store.delete_index().await.unwrap();
 }
 
@@ -169,7 +187,16 @@ async fn update_without_a_version_is_rejected() {
     let mut task = store.schedule(TaskInstance::new("t")).await.unwrap();
     task.version = None;
     let err = store.update(&task).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidTask { field: "version", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidTask {
+                field: "version",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     store.delete_index().await.unwrap();
 }
 
@@ -177,7 +204,11 @@ async fn update_without_a_version_is_rejected() {
 async fn partial_update_changes_only_the_given_fields() {
     let store = store("partial").await;
     let task = store
-        .schedule(TaskInstance::new("t").with_params(json!({"keep": 1})).with_scope(["s"]))
+        .schedule(
+            TaskInstance::new("t")
+                .with_params(json!({"keep": 1}))
+                .with_scope(["s"]),
+        )
         .await
         .unwrap();
     let started = store.now();
@@ -233,7 +264,16 @@ async fn partial_update_changes_only_the_given_fields() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidTask { field: "status", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidTask {
+                field: "status",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     store.delete_index().await.unwrap();
 }
 
@@ -244,7 +284,10 @@ async fn remove_is_idempotent() {
     store.remove(&task.id).await.unwrap();
     store.remove(&task.id).await.unwrap();
     store.remove(&id("never-existed")).await.unwrap();
-    assert!(matches!(store.get(&task.id).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.get(&task.id).await,
+        Err(Error::NotFound { .. })
+    ));
     store.delete_index().await.unwrap();
 }
 
@@ -259,7 +302,10 @@ async fn bulk_operations_answer_per_item_in_order() {
         .bulk_schedule(vec![
             TaskInstance::new("t").with_id("b-0").unwrap(),
             TaskInstance::new("t").with_id("taken").unwrap(),
-            TaskInstance::new("t").with_id("b-2").unwrap().with_params(json!([1])),
+            TaskInstance::new("t")
+                .with_id("b-2")
+                .unwrap()
+                .with_params(json!([1])),
             TaskInstance::new("t").with_id("b-3").unwrap(),
         ])
         .await
@@ -268,9 +314,18 @@ async fn bulk_operations_answer_per_item_in_order() {
     assert_eq!(results[0].as_ref().unwrap().id.as_str(), "b-0");
     assert!(results[0].as_ref().unwrap().version.is_some());
     assert!(matches!(&results[1], Err(Error::AlreadyExists { id }) if id == "taken"));
-    assert!(matches!(&results[2], Err(Error::InvalidTask { field: "params", .. })));
+    assert!(matches!(
+        &results[2],
+        Err(Error::InvalidTask {
+            field: "params",
+            ..
+        })
+    ));
     assert_eq!(results[3].as_ref().unwrap().id.as_str(), "b-3");
-    assert!(matches!(store.get(&id("b-2")).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.get(&id("b-2")).await,
+        Err(Error::NotFound { .. })
+    ));
 
     let got = store
         .bulk_get(&[id("b-3"), id("missing"), id("b-0")])
@@ -292,9 +347,18 @@ async fn bulk_operations_answer_per_item_in_order() {
         .bulk_update(&[stale.clone(), fresh.clone(), no_version])
         .await
         .unwrap();
-    assert!(matches!(&updated[0], Err(Error::Conflict { id }) if id == "b-0"), "{updated:?}");
+    assert!(
+        matches!(&updated[0], Err(Error::Conflict { id }) if id == "b-0"),
+        "{updated:?}"
+    );
     assert!(updated[1].as_ref().unwrap() > &fresh.version.unwrap());
-    assert!(matches!(&updated[2], Err(Error::InvalidTask { field: "version", .. })));
+    assert!(matches!(
+        &updated[2],
+        Err(Error::InvalidTask {
+            field: "version",
+            ..
+        })
+    ));
 
     let removed = store
         .bulk_remove(&[id("b-0"), id("missing"), id("b-3")])
@@ -302,7 +366,10 @@ async fn bulk_operations_answer_per_item_in_order() {
         .unwrap();
     assert_eq!(removed.len(), 3);
     assert!(removed.iter().all(Result::is_ok), "{removed:?}");
-    let got = store.bulk_get(&[id("b-0"), id("b-3"), id("taken")]).await.unwrap();
+    let got = store
+        .bulk_get(&[id("b-0"), id("b-3"), id("taken")])
+        .await
+        .unwrap();
     assert!(matches!(&got[0], Err(Error::NotFound { .. })));
     assert!(matches!(&got[1], Err(Error::NotFound { .. })));
     assert!(got[2].is_ok());
@@ -362,7 +429,11 @@ async fn fetch_filters_and_sorts() {
                 .with_id(format!("f-{i:02}"))
                 .unwrap()
                 .with_run_at(base + TimeDelta::hours(i))
-                .with_scope(if i % 3 == 0 { vec!["third"] } else { vec!["other"] }),
+                .with_scope(if i % 3 == 0 {
+                    vec!["third"]
+                } else {
+                    vec!["other"]
+                }),
         );
     }
     store.bulk_schedule(tasks).await.unwrap();
@@ -380,22 +451,41 @@ async fn fetch_filters_and_sorts() {
         .await
         .unwrap();
     store.refresh_index().await.unwrap();
-    let ids = |page: &[ConcreteTaskInstance]| page.iter().map(|t| t.id.to_string()).collect::<Vec<_>>();
+    let ids =
+        |page: &[ConcreteTaskInstance]| page.iter().map(|t| t.id.to_string()).collect::<Vec<_>>();
 
-    let page = store.fetch(&TaskQuery::new().with_task_type("even")).await.unwrap();
-    assert_eq!(ids(&page.tasks), ["f-00", "f-02", "f-04", "f-06", "f-08", "f-10"]);
+    let page = store
+        .fetch(&TaskQuery::new().with_task_type("even"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&page.tasks),
+        ["f-00", "f-02", "f-04", "f-06", "f-08", "f-10"]
+    );
     assert!(page.next.is_none());
 
-    let page = store.fetch(&TaskQuery::new().with_scope("third")).await.unwrap();
+    let page = store
+        .fetch(&TaskQuery::new().with_scope("third"))
+        .await
+        .unwrap();
     assert_eq!(ids(&page.tasks), ["f-00", "f-03", "f-06", "f-09"]);
 
-    let page = store.fetch(&TaskQuery::new().with_status(TaskStatus::Running)).await.unwrap();
+    let page = store
+        .fetch(&TaskQuery::new().with_status(TaskStatus::Running))
+        .await
+        .unwrap();
     assert_eq!(ids(&page.tasks), ["f-04"]);
-    let page = store.fetch(&TaskQuery::new().with_owner("owner-x")).await.unwrap();
+    let page = store
+        .fetch(&TaskQuery::new().with_owner("owner-x"))
+        .await
+        .unwrap();
     assert_eq!(ids(&page.tasks), ["f-04"]);
 
     let page = store
-        .fetch(&TaskQuery::new().with_run_at_between(Some(base + TimeDelta::hours(3)), Some(base + TimeDelta::hours(6))))
+        .fetch(&TaskQuery::new().with_run_at_between(
+            Some(base + TimeDelta::hours(3)),
+            Some(base + TimeDelta::hours(6)),
+        ))
         .await
         .unwrap();
     assert_eq!(ids(&page.tasks), ["f-03", "f-04", "f-05"]);
@@ -422,7 +512,10 @@ async fn fetch_filters_and_sorts() {
         .unwrap();
     assert_eq!(ids(&next.tasks), ["f-07", "f-05"]);
 
-    let err = store.fetch(&TaskQuery::new().with_size(0)).await.unwrap_err();
+    let err = store
+        .fetch(&TaskQuery::new().with_size(0))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidQuery { field: "size", .. }));
     store.delete_index().await.unwrap();
 }
@@ -432,7 +525,9 @@ async fn payload_keys_never_grow_the_mapping() {
     let store = store("mapping-growth").await;
     let raw = Raw::new();
     let before = raw.mapping(store.index()).await;
-    let params: Map<String, Value> = (0..2000).map(|i| (format!("param_{i}"), json!(i))).collect();
+    let params: Map<String, Value> = (0..2000)
+        .map(|i| (format!("param_{i}"), json!(i)))
+        .collect();
     let state: Map<String, Value> = (0..1000)
         .map(|i| (format!("state_{i}"), json!({ "nested": i })))
         .collect();
@@ -468,7 +563,10 @@ async fn writes_to_a_missing_index_fail_and_create_nothing() {
     assert!(missing(&e), "bulk_schedule: {e:?}");
     let e = store.update(&phantom).await.unwrap_err();
     assert!(missing(&e), "update: {e:?}");
-    let e = store.bulk_update(&[phantom.clone()]).await.unwrap_err();
+    let e = store
+        .bulk_update(std::slice::from_ref(&phantom))
+        .await
+        .unwrap_err();
     assert!(missing(&e), "bulk_update: {e:?}");
     let e = store
         .partial_update(&phantom.id, Version::new(0, 1), &TaskPatch::default())
@@ -479,14 +577,20 @@ async fn writes_to_a_missing_index_fail_and_create_nothing() {
     assert!(missing(&e), "remove: {e:?}");
     let e = store.get(&phantom.id).await.unwrap_err();
     assert!(missing(&e), "get: {e:?}");
-    let e = store.bulk_get(&[phantom.id.clone()]).await.unwrap_err();
+    let e = store
+        .bulk_get(std::slice::from_ref(&phantom.id))
+        .await
+        .unwrap_err();
     assert!(missing(&e), "bulk_get: {e:?}");
     let e = store.fetch(&TaskQuery::new()).await.unwrap_err();
     assert!(missing(&e), "fetch: {e:?}");
     let e = store.ensure_scheduled(task).await.unwrap_err();
     assert!(missing(&e), "ensure_scheduled: {e:?}");
 
-    assert!(!raw.index_exists(store.index()).await, "a write created the index");
+    assert!(
+        !raw.index_exists(store.index()).await,
+        "a write created the index"
+    );
     assert!(!raw.index_exists(&store.concrete_index_name()).await);
 }
 
@@ -501,7 +605,11 @@ async fn stats_count_by_status_and_type_and_find_overdue_work() {
     for _ in 0..3 {
         tasks.push(TaskInstance::new("b").with_run_at(now + TimeDelta::hours(1)));
     }
-    tasks.push(TaskInstance::new("b").with_run_at(now - TimeDelta::hours(2)).with_enabled(false));
+    tasks.push(
+        TaskInstance::new("b")
+            .with_run_at(now - TimeDelta::hours(2))
+            .with_enabled(false),
+    );
     store.bulk_schedule(tasks).await.unwrap();
     store.refresh_index().await.unwrap();
     let stats = store.stats().await.unwrap();
@@ -510,7 +618,10 @@ async fn stats_count_by_status_and_type_and_find_overdue_work() {
     assert_eq!(stats.by_type.get("a"), Some(&5));
     assert_eq!(stats.by_type.get("b"), Some(&4));
     assert_eq!(stats.overdue, 5);
-    assert_eq!(stats.oldest_overdue_run_at, Some(now - TimeDelta::minutes(14)));
+    assert_eq!(
+        stats.oldest_overdue_run_at,
+        Some(now - TimeDelta::minutes(14))
+    );
     store.delete_index().await.unwrap();
 }
 
@@ -518,8 +629,7 @@ async fn stats_count_by_status_and_type_and_find_overdue_work() {
 async fn a_document_written_by_kibana_is_read() {
     let store = store("kibana").await;
     let raw = Raw::new();
-    let fixture: Value =
-        serde_json::from_str(include_str!("fixtures/kibana_task.json")).unwrap();
+    let fixture: Value = serde_json::from_str(include_str!("fixtures/kibana_task.json")).unwrap();
     let (status, answer) = raw
         .send(
             Method::Put,
@@ -530,15 +640,24 @@ async fn a_document_written_by_kibana_is_read() {
     assert_eq!(status, 201, "{answer}");
     let task = store.get(&id("kibana-1")).await.unwrap();
     assert_eq!(task.task_type, "alerting:.index-threshold");
-    assert_eq!(task.schedule.unwrap().interval, "1m".parse::<Interval>().unwrap());
+    assert_eq!(
+        task.schedule.unwrap().interval,
+        "1m".parse::<Interval>().unwrap()
+    );
     assert_eq!(task.params["spaceId"], "default");
     assert_eq!(task.state["previousStartedAt"], "2023-05-10T09:12:45.102Z");
     assert_eq!(task.traceparent, None);
     assert_eq!(task.priority, 50);
     assert!(task.enabled);
     assert_eq!(task.scope, ["alerting"]);
-    assert_eq!(task.run_at, Utc.with_ymd_and_hms(2023, 5, 10, 9, 13, 45).unwrap() + TimeDelta::milliseconds(102));
-    let page = store.fetch(&TaskQuery::new().with_scope("alerting")).await.unwrap();
+    assert_eq!(
+        task.run_at,
+        Utc.with_ymd_and_hms(2023, 5, 10, 9, 13, 45).unwrap() + TimeDelta::milliseconds(102)
+    );
+    let page = store
+        .fetch(&TaskQuery::new().with_scope("alerting"))
+        .await
+        .unwrap();
     assert_eq!(page.tasks.len(), 1);
 
     // And a conditional write on it works with the version read.
@@ -552,16 +671,26 @@ async fn a_document_written_by_kibana_is_read() {
 async fn undecodable_documents_are_skipped_by_id_not_fatal() {
     let store = store("skip").await;
     let raw = Raw::new();
-    store.schedule(TaskInstance::new("good").with_id("good").unwrap()).await.unwrap();
+    store
+        .schedule(TaskInstance::new("good").with_id("good").unwrap())
+        .await
+        .unwrap();
     let mut bad_interval: Value =
         serde_json::from_str(include_str!("fixtures/kibana_task.json")).unwrap();
     bad_interval["task"]["schedule"]["interval"] = json!("PT1M");
     let mut no_offset = bad_interval.clone();
     no_offset["task"]["schedule"]["interval"] = json!("1m");
     no_offset["task"]["runAt"] = json!("2023-05-10T09:13:45.102");
-    for (doc_id, doc) in [("task:bad-interval", bad_interval), ("task:no-offset", no_offset)] {
+    for (doc_id, doc) in [
+        ("task:bad-interval", bad_interval),
+        ("task:no-offset", no_offset),
+    ] {
         let (status, answer) = raw
-            .send(Method::Put, &format!("/{}/_doc/{doc_id}?refresh=true", store.index()), Some(doc))
+            .send(
+                Method::Put,
+                &format!("/{}/_doc/{doc_id}?refresh=true", store.index()),
+                Some(doc),
+            )
             .await;
         assert_eq!(status, 201, "{answer}");
     }
@@ -581,7 +710,10 @@ async fn undecodable_documents_are_skipped_by_id_not_fatal() {
     assert_eq!(
         skipped,
         [
-            ("task:bad-interval".to_owned(), "task.schedule.interval".to_owned()),
+            (
+                "task:bad-interval".to_owned(),
+                "task.schedule.interval".to_owned()
+            ),
             ("task:no-offset".to_owned(), "task.runAt".to_owned())
         ]
     );
@@ -594,12 +726,22 @@ async fn undecodable_documents_are_skipped_by_id_not_fatal() {
 async fn a_concrete_index_is_refused_when_writes_require_an_alias() {
     let raw = Raw::new();
     let store = builder("concrete").build().unwrap();
-    let mut definition: Value = serde_json::from_str(include_str!("../mappings/task-index.json")).unwrap();
+    let mut definition: Value =
+        serde_json::from_str(include_str!("../mappings/task-index.json")).unwrap();
     definition.as_object_mut().unwrap().remove("settings");
-    let (status, _) = raw.send(Method::Put, &format!("/{}", store.index()), Some(definition)).await;
+    let (status, _) = raw
+        .send(
+            Method::Put,
+            &format!("/{}", store.index()),
+            Some(definition),
+        )
+        .await;
     assert_eq!(status, 200);
     let err = store.ensure_index().await.unwrap_err();
-    assert!(matches!(&err, Error::Config { key, .. } if key == "index"), "{err:?}");
+    assert!(
+        matches!(&err, Error::Config { key, .. } if key == "index"),
+        "{err:?}"
+    );
 
     // Opting out of aliases works on the same index.
     let direct = builder("unused")
@@ -609,5 +751,6 @@ async fn a_concrete_index_is_refused_when_writes_require_an_alias() {
         .unwrap();
     assert_eq!(direct.ensure_index().await.unwrap(), IndexStatus::Verified);
     direct.schedule(TaskInstance::new("t")).await.unwrap();
-    raw.send(Method::Delete, &format!("/{}", store.index()), None).await;
+    raw.send(Method::Delete, &format!("/{}", store.index()), None)
+        .await;
 }

@@ -105,7 +105,10 @@ impl BulkItem {
 
 /// The items of a `_bulk` answer; exactly `expected` of them or a malformed-response error.
 pub(crate) fn parse_items(response: &Value, expected: usize) -> Result<Vec<BulkItem>, Error> {
-    let malformed = |reason: String| Error::MalformedResponse { status: 200, reason };
+    let malformed = |reason: String| Error::MalformedResponse {
+        status: 200,
+        reason,
+    };
     let items = response
         .get("items")
         .and_then(Value::as_array)
@@ -166,8 +169,12 @@ mod tests {
 
     #[test]
     fn items_count_must_match() {
-        let answer = json!({"items": [{"create": {"status": 201, "_seq_no": 0, "_primary_term": 1}}]});
-        assert_eq!(parse_items(&answer, 1).unwrap()[0].version, Some(Version::new(0, 1)));
+        let answer =
+            json!({"items": [{"create": {"status": 201, "_seq_no": 0, "_primary_term": 1}}]});
+        assert_eq!(
+            parse_items(&answer, 1).unwrap()[0].version,
+            Some(Version::new(0, 1))
+        );
         assert!(matches!(
             parse_items(&answer, 2),
             Err(Error::MalformedResponse { .. })

@@ -60,7 +60,11 @@ impl ElasticsearchTaskStore {
         Ok(result)
     }
 
-    async fn claim_optimistic(&self, request: &ClaimRequest, now: DateTime<Utc>) -> Result<ClaimResult> {
+    async fn claim_optimistic(
+        &self,
+        request: &ClaimRequest,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimResult> {
         let mut result = ClaimResult::default();
         let window = (request.capacity * self.claim_oversampling).clamp(1, 10_000);
         let mut tried: HashSet<String> = HashSet::new();
@@ -76,14 +80,17 @@ impl ElasticsearchTaskStore {
                 if searches == MAX_SEARCHES || (searches > 0 && result.conflicts == 0) {
                     break;
                 }
-                candidates = self.claim_candidates(request, now, window, &mut result).await?;
+                candidates = self
+                    .claim_candidates(request, now, window, &mut result)
+                    .await?;
                 candidates.retain(|t: &ConcreteTaskInstance| !tried.contains(t.id.as_str()));
                 searches += 1;
                 if candidates.is_empty() {
                     break;
                 }
             }
-            let batch: Vec<ConcreteTaskInstance> = candidates.drain(..wanted.min(candidates.len())).collect();
+            let batch: Vec<ConcreteTaskInstance> =
+                candidates.drain(..wanted.min(candidates.len())).collect();
             tried.extend(batch.iter().map(|t| t.id.to_string()));
             self.claim_batch(request, now, batch, &mut result).await?;
         }
@@ -100,7 +107,11 @@ impl ElasticsearchTaskStore {
         result: &mut ClaimResult,
     ) -> Result<VecDeque<ConcreteTaskInstance>> {
         let answer = self
-            .search(query::claim_candidates_body(now, &request.task_types, window))
+            .search(query::claim_candidates_body(
+                now,
+                &request.task_types,
+                window,
+            ))
             .await?;
         result.requests += 1;
         let mut tasks = Vec::new();
@@ -154,14 +165,21 @@ impl ElasticsearchTaskStore {
         Ok(())
     }
 
-    async fn claim_by_query(&self, request: &ClaimRequest, now: DateTime<Utc>) -> Result<ClaimResult> {
+    async fn claim_by_query(
+        &self,
+        request: &ClaimRequest,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimResult> {
         let mut result = ClaimResult::default();
         let retry_at: serde_json::Map<String, Value> = request
             .leases
             .iter()
-            .filter_map(|(ty, lease)| Some((ty.clone(), json!(format_date(now + lease_delta(*lease)?)))))
+            .filter_map(|(ty, lease)| {
+                Some((ty.clone(), json!(format_date(now + lease_delta(*lease)?))))
+            })
             .collect();
-        let default_retry_at = format_date(now + lease_delta(request.default_lease).unwrap_or_default());
+        let default_retry_at =
+            format_date(now + lease_delta(request.default_lease).unwrap_or_default());
         let body = json!({
             "query": query::claimable(now, &request.task_types),
             "sort": query::claim_sort(),
@@ -182,7 +200,11 @@ impl ElasticsearchTaskStore {
             .send(
                 Method::Post,
                 &format!("/{}/_update_by_query", super::client::segment(&self.index)),
-                &[("conflicts", "proceed"), ("refresh", "true"), ("max_docs", &max_docs)],
+                &[
+                    ("conflicts", "proceed"),
+                    ("refresh", "true"),
+                    ("max_docs", &max_docs),
+                ],
                 Some(Body::Json(body)),
                 Context::index(&self.index),
             )
@@ -195,7 +217,10 @@ impl ElasticsearchTaskStore {
         // What this owner holds in `claiming` is what its claims took; mark it running and
         // take the versions.
         let answer = self
-            .search(query::claiming_by_owner_body(&request.owner_id, request.capacity))
+            .search(query::claiming_by_owner_body(
+                &request.owner_id,
+                request.capacity,
+            ))
             .await?;
         result.requests += 1;
         let mut batch = Vec::new();
@@ -217,7 +242,11 @@ impl ElasticsearchTaskStore {
                 result.errors.push((task.id.clone(), missing_version()));
                 continue;
             };
-            body.update_if(&task.id.document_id(), version, &encode_patch(&running, now));
+            body.update_if(
+                &task.id.document_id(),
+                version,
+                &encode_patch(&running, now),
+            );
             sent.push(task);
         }
         let items = self.send_bulk(body).await?;
@@ -260,7 +289,11 @@ fn shuffle_within_priority(tasks: &mut [ConcreteTaskInstance]) {
     let mut start = 0;
     while start < tasks.len() {
         let priority = tasks[start].priority;
-        let end = start + tasks[start..].iter().take_while(|t| t.priority == priority).count();
+        let end = start
+            + tasks[start..]
+                .iter()
+                .take_while(|t| t.priority == priority)
+                .count();
         fastrand::shuffle(&mut tasks[start..end]);
         start = end;
     }
@@ -276,7 +309,12 @@ mod tests {
         let now = Utc::now();
         let mut tasks: Vec<ConcreteTaskInstance> = [90, 90, 90, 50, 50, 10]
             .iter()
-            .map(|p| TaskInstance::new("t").with_priority(*p).into_concrete(now).unwrap())
+            .map(|p| {
+                TaskInstance::new("t")
+                    .with_priority(*p)
+                    .into_concrete(now)
+                    .unwrap()
+            })
             .collect();
         for _ in 0..20 {
             shuffle_within_priority(&mut tasks);

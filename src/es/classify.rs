@@ -137,7 +137,11 @@ fn has_type(error: &Value, ty: &str) -> bool {
     error
         .get("root_cause")
         .and_then(Value::as_array)
-        .is_some_and(|causes| causes.iter().any(|c| c.get("type").and_then(Value::as_str) == Some(ty)))
+        .is_some_and(|causes| {
+            causes
+                .iter()
+                .any(|c| c.get("type").and_then(Value::as_str) == Some(ty))
+        })
 }
 
 fn truncate(s: &str) -> String {
@@ -181,7 +185,12 @@ mod tests {
             Error::IndexMissing { index } if index == "i"
         ));
         assert!(matches!(
-            classify(404, None, &err("document_missing_exception"), Context::task("i", "a")),
+            classify(
+                404,
+                None,
+                &err("document_missing_exception"),
+                Context::task("i", "a")
+            ),
             Error::NotFound { .. }
         ));
     }
@@ -190,11 +199,17 @@ mod tests {
     fn blocks_are_blocked_whatever_the_status() {
         for status in [403, 429] {
             assert!(matches!(
-                classify(status, None, &err("cluster_block_exception"), Context::index("i")),
+                classify(
+                    status,
+                    None,
+                    &err("cluster_block_exception"),
+                    Context::index("i")
+                ),
                 Error::Blocked { .. }
             ));
         }
-        let nested = json!({"type": "x", "reason": "r", "root_cause": [err("cluster_block_exception")]});
+        let nested =
+            json!({"type": "x", "reason": "r", "root_cause": [err("cluster_block_exception")]});
         assert!(matches!(
             classify(403, None, &nested, Context::index("i")),
             Error::Blocked { .. }

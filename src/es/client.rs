@@ -56,14 +56,17 @@ impl Http {
         let mut headers = HeaderMap::new();
         let bytes = match body {
             None => None,
-            Some(Body::Json(value)) => Some(serde_json::to_vec(&value).map_err(|e| {
-                Error::InvalidQuery {
+            Some(Body::Json(value)) => {
+                Some(serde_json::to_vec(&value).map_err(|e| Error::InvalidQuery {
                     field: "body",
                     reason: e.to_string(),
-                }
-            })?),
+                })?)
+            }
             Some(Body::Ndjson(bytes)) => {
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-ndjson"),
+                );
                 Some(bytes)
             }
         };
@@ -94,7 +97,9 @@ impl Http {
         let body = match parsed {
             Ok(body) => body,
             // An error page that is not JSON (a proxy's, a truncated body): keep its text.
-            Err(_) => Value::String(String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned()),
+            Err(_) => {
+                Value::String(String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned())
+            }
         };
         let error = match body.get("error") {
             Some(error) => error.clone(),
@@ -110,6 +115,8 @@ fn transport_error(e: elasticsearch::Error) -> Error {
             reason: e.to_string(),
         }
     } else {
-        Error::Transport { source: Box::new(e) }
+        Error::Transport {
+            source: Box::new(e),
+        }
     }
 }

@@ -224,10 +224,14 @@ impl StoreBuilder {
             };
         }
         if let Some(secs) = get("ES_TASK_STORE_REQUEST_TIMEOUT_SECS") {
-            let secs: u64 = secs.parse().ok().filter(|s| *s > 0).ok_or_else(|| Error::Config {
-                key: "ES_TASK_STORE_REQUEST_TIMEOUT_SECS".into(),
-                reason: format!("{secs:?} is not a whole number of seconds greater than zero"),
-            })?;
+            let secs: u64 = secs
+                .parse()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| Error::Config {
+                    key: "ES_TASK_STORE_REQUEST_TIMEOUT_SECS".into(),
+                    reason: format!("{secs:?} is not a whole number of seconds greater than zero"),
+                })?;
             self.request_timeout = Duration::from_secs(secs);
         }
         Ok(self)
@@ -249,7 +253,11 @@ impl StoreBuilder {
 
     /// Basic authentication.
     #[must_use]
-    pub fn with_basic_auth(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn with_basic_auth(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
         self.auth = Some(Auth::Basic {
             username: username.into(),
             password: Secret::new(password),
@@ -322,8 +330,8 @@ impl StoreBuilder {
     pub fn build(self) -> Result<crate::ElasticsearchTaskStore, Error> {
         validate_index_name(&self.index)?;
         let (url, auth) = self.connection()?;
-        let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-            .timeout(self.request_timeout);
+        let mut transport =
+            TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(self.request_timeout);
         if let Some(auth) = auth {
             transport = transport.auth(match auth {
                 Auth::Basic { username, password } => {
@@ -403,7 +411,9 @@ fn percent_decode(s: &str) -> String {
 /// A URL string with anything between `://` and `@` hidden, for error messages.
 fn redact_url_text(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => format!("{}://[redacted]@{}", &url[..start], &url[at + 1..]),
+        (Some(start), Some(at)) if at > start => {
+            format!("{}://[redacted]@{}", &url[..start], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -428,10 +438,12 @@ pub(crate) fn validate_index_name(index: &str) -> Result<(), Error> {
     if index.starts_with(['-', '_', '+']) || index == "." || index == ".." {
         return bad("must not start with -, _ or + or be . or ..");
     }
-    if index
-        .chars()
-        .any(|c| matches!(c, '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ':' | ' ') || c.is_control())
-    {
+    if index.chars().any(|c| {
+        matches!(
+            c,
+            '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ':' | ' '
+        ) || c.is_control()
+    }) {
         return bad("must not contain \\ / * ? \" < > | , # : space or control characters");
     }
     Ok(())
@@ -453,7 +465,10 @@ mod tests {
     #[test]
     fn credentials_in_the_url_become_basic_auth_and_leave_the_url() {
         let builder = StoreBuilder::new()
-            .with_env(env(&[("ELASTICSEARCH_URL", "https://elastic:s%40cret@example.test:9243")]))
+            .with_env(env(&[(
+                "ELASTICSEARCH_URL",
+                "https://elastic:s%40cret@example.test:9243",
+            )]))
             .unwrap();
         let (url, auth) = builder.connection().unwrap();
         assert_eq!(url.as_str(), "https://example.test:9243/");
@@ -477,7 +492,10 @@ mod tests {
         assert!(!format!("{builder:?}").contains("hunter2"));
         let store = builder.clone().build().unwrap();
         assert!(!format!("{store:?}").contains("hunter2"));
-        let keyed = StoreBuilder::new().with_api_key("c2VjcmV0LWFwaS1rZXk=").build().unwrap();
+        let keyed = StoreBuilder::new()
+            .with_api_key("c2VjcmV0LWFwaS1rZXk=")
+            .build()
+            .unwrap();
         assert!(!format!("{keyed:?}").contains("c2VjcmV0LWFwaS1rZXk"));
         let url_creds = StoreBuilder::new()
             .with_url("http://u:pw-in-url@127.0.0.1:1")
@@ -495,7 +513,9 @@ mod tests {
         let err = StoreBuilder::new()
             .with_env(env(&[("ES_TASK_STORE_REQUEST_TIMEOUT_SECS", "0")]))
             .unwrap_err();
-        assert!(matches!(&err, Error::Config { key, .. } if key == "ES_TASK_STORE_REQUEST_TIMEOUT_SECS"));
+        assert!(
+            matches!(&err, Error::Config { key, .. } if key == "ES_TASK_STORE_REQUEST_TIMEOUT_SECS")
+        );
         let err = StoreBuilder::new().with_url("ftp://x").build().unwrap_err();
         assert!(matches!(&err, Error::Config { key, .. } if key == "ELASTICSEARCH_URL"));
         let err = StoreBuilder::new()

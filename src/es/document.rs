@@ -46,7 +46,10 @@ pub fn encode_task(task: &ConcreteTaskInstance) -> Value {
     put("startedAt", opt_date(task.started_at));
     put("retryAt", opt_date(task.retry_at));
     if let Some(schedule) = &task.schedule {
-        put("schedule", json!({ "interval": schedule.interval.to_string() }));
+        put(
+            "schedule",
+            json!({ "interval": schedule.interval.to_string() }),
+        );
     }
     put("params", Value::String(object_string(&task.params)));
     put("state", Value::String(object_string(&task.state)));
@@ -231,9 +234,9 @@ impl<'a> Fields<'a> {
             .get("interval")
             .filter(|v| !v.is_null())
             .ok_or_else(|| self.error("schedule.interval", "is missing"))?;
-        let text = interval
-            .as_str()
-            .ok_or_else(|| self.error("schedule.interval", format!("is not a string: {interval}")))?;
+        let text = interval.as_str().ok_or_else(|| {
+            self.error("schedule.interval", format!("is not a string: {interval}"))
+        })?;
         let interval = text
             .parse()
             .map_err(|e: Error| self.error("schedule.interval", e.to_string()))?;
@@ -380,7 +383,10 @@ mod tests {
         let mut doc = encode_document(&sample(), Utc::now());
         doc["task"]["runAt"] = json!("2030-01-02T05:04:05.000+02:00");
         let task = decode_document("task:r1", None, &doc).unwrap();
-        assert_eq!(task.run_at, Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap());
+        assert_eq!(
+            task.run_at,
+            Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap()
+        );
     }
 
     #[test]

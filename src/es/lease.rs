@@ -10,7 +10,9 @@ use super::bulk::BulkBody;
 use super::classify::Context;
 use super::store::ElasticsearchTaskStore;
 use crate::error::{Error, Result};
-use crate::outcome::{on_failure, on_release, on_renewal, on_success, Completion, NextRun, RetryPolicy};
+use crate::outcome::{
+    on_failure, on_release, on_renewal, on_success, Completion, NextRun, RetryPolicy,
+};
 use crate::patch::TaskPatch;
 use crate::task::ConcreteTaskInstance;
 use crate::version::Version;
@@ -32,7 +34,12 @@ impl ElasticsearchTaskStore {
 
     /// Ends a failed run of a claimed task: retried later with backoff, or `failed` with its
     /// last error once a one-off task is out of attempts. Returns the new version.
-    pub async fn mark_failure(&self, task: &ConcreteTaskInstance, error: &str, policy: &RetryPolicy) -> Result<Version> {
+    pub async fn mark_failure(
+        &self,
+        task: &ConcreteTaskInstance,
+        error: &str,
+        policy: &RetryPolicy,
+    ) -> Result<Version> {
         let patch = on_failure(task, self.now(), error, policy, fastrand::f64());
         self.lease_write(task, &patch).await
     }
@@ -45,7 +52,11 @@ impl ElasticsearchTaskStore {
 
     /// Extends the lease of a claimed task to now + `lease`, and updates `task` with the new
     /// `retryAt` and version (which every later write must carry).
-    pub async fn renew_lease(&self, task: &mut ConcreteTaskInstance, lease: std::time::Duration) -> Result<Version> {
+    pub async fn renew_lease(
+        &self,
+        task: &mut ConcreteTaskInstance,
+        lease: std::time::Duration,
+    ) -> Result<Version> {
         let lease = TimeDelta::from_std(lease).map_err(|_| Error::InvalidQuery {
             field: "lease",
             reason: format!("{lease:?} is too long"),
@@ -59,7 +70,11 @@ impl ElasticsearchTaskStore {
 
     /// Writes a [`Completion`] conditional on the task's version. Returns the new version, or
     /// `None` when the task was deleted.
-    pub async fn complete(&self, task: &ConcreteTaskInstance, completion: &Completion) -> Result<Option<Version>> {
+    pub async fn complete(
+        &self,
+        task: &ConcreteTaskInstance,
+        completion: &Completion,
+    ) -> Result<Option<Version>> {
         match completion {
             Completion::Update(patch) => self.lease_write(task, patch).await.map(Some),
             Completion::Delete => self.lease_delete(task).await.map(|()| None),

@@ -36,7 +36,11 @@ impl ElasticsearchTaskStore {
             }
         });
         // _update_by_query takes only true/false for refresh.
-        let refresh = if self.refresh == super::config::Refresh::False { "false" } else { "true" };
+        let refresh = if self.refresh == super::config::Refresh::False {
+            "false"
+        } else {
+            "true"
+        };
         let answer = self
             .http
             .send(

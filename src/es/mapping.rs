@@ -121,7 +121,10 @@ mod tests {
     fn the_mapping_file_is_valid_json_with_non_dynamic_objects() {
         let def = index_definition();
         assert_eq!(def["mappings"]["dynamic"], json!(false));
-        assert_eq!(def["mappings"]["properties"]["task"]["dynamic"], json!(false));
+        assert_eq!(
+            def["mappings"]["properties"]["task"]["dynamic"],
+            json!(false)
+        );
         assert_eq!(
             def["mappings"]["properties"]["task"]["properties"]["runAt"]["type"],
             "date"

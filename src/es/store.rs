@@ -144,7 +144,10 @@ impl ElasticsearchTaskStore {
         params
     }
 
-    fn write_params_if(&self, version: Version) -> (Vec<(&'static str, &'static str)>, String, String) {
+    fn write_params_if(
+        &self,
+        version: Version,
+    ) -> (Vec<(&'static str, &'static str)>, String, String) {
         (
             self.write_params(),
             version.seq_no.to_string(),
@@ -239,7 +242,13 @@ impl ElasticsearchTaskStore {
     pub async fn delete_index(&self) -> Result<()> {
         let answer = match self
             .http
-            .send(Method::Get, &self.path("_alias"), &[], None, Context::index(&self.index))
+            .send(
+                Method::Get,
+                &self.path("_alias"),
+                &[],
+                None,
+                Context::index(&self.index),
+            )
             .await
         {
             Ok(answer) => answer,
@@ -255,7 +264,13 @@ impl ElasticsearchTaskStore {
         }
         match self
             .http
-            .send(Method::Delete, &format!("/{}", names.join(",")), &[], None, Context::index(&self.index))
+            .send(
+                Method::Delete,
+                &format!("/{}", names.join(",")),
+                &[],
+                None,
+                Context::index(&self.index),
+            )
             .await
         {
             Ok(_) | Err(Error::IndexMissing { .. }) => Ok(()),
@@ -266,7 +281,13 @@ impl ElasticsearchTaskStore {
     /// Makes every write so far visible to search.
     pub async fn refresh_index(&self) -> Result<()> {
         self.http
-            .send(Method::Post, &self.path("_refresh"), &[], None, Context::index(&self.index))
+            .send(
+                Method::Post,
+                &self.path("_refresh"),
+                &[],
+                None,
+                Context::index(&self.index),
+            )
             .await
             .map(drop)
     }
@@ -447,7 +468,10 @@ impl ElasticsearchTaskStore {
                 decode_hit(doc)
             })
             .collect();
-        if results.iter().all(|r| matches!(r, Err(Error::IndexMissing { .. }))) {
+        if results
+            .iter()
+            .all(|r| matches!(r, Err(Error::IndexMissing { .. })))
+        {
             return Err(Error::IndexMissing {
                 index: self.index.to_string(),
             });
@@ -491,7 +515,9 @@ impl ElasticsearchTaskStore {
                 .map(|buckets| {
                     buckets
                         .iter()
-                        .filter_map(|b| Some((b["key"].as_str()?.to_owned(), b["doc_count"].as_u64()?)))
+                        .filter_map(|b| {
+                            Some((b["key"].as_str()?.to_owned(), b["doc_count"].as_u64()?))
+                        })
                         .collect()
                 })
                 .unwrap_or_default()
@@ -536,14 +562,21 @@ impl ElasticsearchTaskStore {
 
     /// Replaces many stored tasks in one request, each conditional on its own version. One
     /// result per task, in order.
-    pub async fn bulk_update(&self, tasks: &[ConcreteTaskInstance]) -> Result<Vec<Result<Version>>> {
+    pub async fn bulk_update(
+        &self,
+        tasks: &[ConcreteTaskInstance],
+    ) -> Result<Vec<Result<Version>>> {
         let now = self.now();
         let mut results: Vec<Result<Version>> = Vec::with_capacity(tasks.len());
         let mut body = BulkBody::new();
         for task in tasks {
             let checked = task.validate().and_then(|()| task.require_version());
             if let Ok(version) = &checked {
-                body.index_if(&task.id.document_id(), *version, &encode_document(task, now));
+                body.index_if(
+                    &task.id.document_id(),
+                    *version,
+                    &encode_document(task, now),
+                );
             }
             results.push(checked);
         }
@@ -557,7 +590,7 @@ impl ElasticsearchTaskStore {
             *result = item
                 .into_result(Context::task(&self.index, &id))
                 .map_err(|e| missing_is_conflict(e, &id))
-                .and_then(|v| v.ok_or_else(|| missing_version()));
+                .and_then(|v| v.ok_or_else(missing_version));
         }
         Ok(results)
     }
@@ -565,7 +598,12 @@ impl ElasticsearchTaskStore {
     /// Changes some fields of a stored task, if it is still at `version`. Returns the new
     /// version. [`Error::Conflict`] if the task changed since; [`Error::NotFound`] if it is
     /// gone (it is never re-created).
-    pub async fn partial_update(&self, id: &TaskId, version: Version, patch: &TaskPatch) -> Result<Version> {
+    pub async fn partial_update(
+        &self,
+        id: &TaskId,
+        version: Version,
+        patch: &TaskPatch,
+    ) -> Result<Version> {
         patch.validate()?;
         let (mut params, seq_no, term) = self.write_params_if(version);
         params.push(("if_seq_no", &seq_no));
@@ -576,7 +614,9 @@ impl ElasticsearchTaskStore {
                 Method::Post,
                 &self.doc_path("_update", id),
                 &params,
-                Some(Body::Json(json!({ "doc": encode_patch(patch, self.now()) }))),
+                Some(Body::Json(
+                    json!({ "doc": encode_patch(patch, self.now()) }),
+                )),
                 Context::task(&self.index, id.as_str()),
             )
             .await?;
@@ -603,10 +643,12 @@ impl ElasticsearchTaskStore {
         Ok(items
             .into_iter()
             .zip(ids)
-            .map(|(item, id)| match item.into_result(Context::task(&self.index, id.as_str())) {
-                Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(e),
-            })
+            .map(
+                |(item, id)| match item.into_result(Context::task(&self.index, id.as_str())) {
+                    Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                },
+            )
             .collect())
     }
 }
@@ -677,10 +719,12 @@ pub(crate) fn hits_of(answer: &Value) -> Result<&Vec<Value>> {
 
 /// A task from a document read by get, mget or search (with `_seq_no` and `_primary_term`).
 pub(crate) fn decode_hit(hit: &Value) -> Result<ConcreteTaskInstance> {
-    let doc_id = hit["_id"].as_str().ok_or_else(|| Error::MalformedResponse {
-        status: 200,
-        reason: "document has no _id".into(),
-    })?;
+    let doc_id = hit["_id"]
+        .as_str()
+        .ok_or_else(|| Error::MalformedResponse {
+            status: 200,
+            reason: "document has no _id".into(),
+        })?;
     let version = match (hit["_seq_no"].as_i64(), hit["_primary_term"].as_i64()) {
         (Some(seq_no), Some(term)) => Some(Version::new(seq_no, term)),
         _ => None,
@@ -709,21 +753,33 @@ pub(crate) fn encode_patch(patch: &TaskPatch, now: DateTime<Utc>) -> Value {
         task.insert("retryAt".into(), opt_date(t));
     }
     if let Some(owner) = &patch.owner_id {
-        task.insert("ownerId".into(), owner.clone().map_or(Value::Null, Value::String));
+        task.insert(
+            "ownerId".into(),
+            owner.clone().map_or(Value::Null, Value::String),
+        );
     }
     if let Some(attempts) = patch.attempts {
         task.insert("attempts".into(), json!(attempts));
     }
     if let Some(params) = &patch.params {
-        task.insert("params".into(), json!(Value::Object(params.clone()).to_string()));
+        task.insert(
+            "params".into(),
+            json!(Value::Object(params.clone()).to_string()),
+        );
     }
     if let Some(state) = &patch.state {
-        task.insert("state".into(), json!(Value::Object(state.clone()).to_string()));
+        task.insert(
+            "state".into(),
+            json!(Value::Object(state.clone()).to_string()),
+        );
     }
     if let Some(schedule) = &patch.schedule {
         task.insert(
             "schedule".into(),
-            schedule.map_or(Value::Null, |s| json!({ "interval": s.interval.to_string() })),
+            schedule.map_or(
+                Value::Null,
+                |s| json!({ "interval": s.interval.to_string() }),
+            ),
         );
     }
     if let Some(enabled) = patch.enabled {
@@ -739,7 +795,10 @@ pub(crate) fn encode_patch(patch: &TaskPatch, now: DateTime<Utc>) -> Value {
         );
     }
     if let Some(error) = &patch.last_error {
-        task.insert("lastError".into(), error.clone().map_or(Value::Null, Value::String));
+        task.insert(
+            "lastError".into(),
+            error.clone().map_or(Value::Null, Value::String),
+        );
     }
     json!({ "task": task, "updated_at": format_date(now) })
 }

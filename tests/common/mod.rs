@@ -98,7 +98,9 @@ impl Raw {
     }
 
     pub async fn mapping(&self, index: &str) -> Value {
-        let (status, body) = self.send(Method::Get, &format!("/{index}/_mapping"), None).await;
+        let (status, body) = self
+            .send(Method::Get, &format!("/{index}/_mapping"), None)
+            .await;
         assert_eq!(status, 200, "{body}");
         body.as_object().unwrap().values().next().unwrap()["mappings"].clone()
     }
