@@ -77,6 +77,7 @@ pub mod patch;
 pub mod query;
 pub mod task;
 pub mod version;
+pub mod worker;
 
 pub use claim::{ClaimRequest, ClaimResult, ClaimStrategy};
 pub use clock::{Clock, ManualClock, SystemClock};
