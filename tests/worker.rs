@@ -402,14 +402,20 @@ async fn a_worker_whose_lease_was_taken_over_does_not_overwrite_the_new_owner() 
     let stop = start(worker);
     started.notified().await;
 
-    // The lease runs out (by the shared clock) and another owner takes the task and finishes it.
+    // The lease runs out (by the shared clock) and another process takes the task and
+    // finishes it.
     clock.advance(TimeDelta::seconds(61));
-    let claim = store
+    let usurper = builder("unused")
+        .with_index(store.index())
+        .with_clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let claim = usurper
         .claim(&ClaimRequest::new("usurper", ["job"]))
         .await
         .unwrap();
     assert_eq!(claim.claimed.len(), 1);
-    store
+    usurper
         .mark_success(
             &claim.claimed[0],
             json!({"by": "usurper"}).as_object().unwrap().clone(),

@@ -20,6 +20,8 @@ use crate::task::{ConcreteTaskInstance, TaskStatus};
 
 /// Most conditional `_bulk` rounds one optimistic claim makes.
 const MAX_ROUNDS: usize = 4;
+/// Fewest candidates an optimistic claim searches for, however small its capacity.
+const MIN_WINDOW: usize = 20;
 /// Most candidate searches one optimistic claim makes.
 const MAX_SEARCHES: usize = 2;
 
@@ -66,7 +68,7 @@ impl ElasticsearchTaskStore {
         now: DateTime<Utc>,
     ) -> Result<ClaimResult> {
         let mut result = ClaimResult::default();
-        let window = (request.capacity * self.claim_oversampling).clamp(1, 10_000);
+        let window = (request.capacity * self.claim_oversampling).clamp(MIN_WINDOW, 10_000);
         let mut tried: HashSet<String> = HashSet::new();
         let mut candidates = VecDeque::new();
         let mut searches = 0;
@@ -111,6 +113,7 @@ impl ElasticsearchTaskStore {
                 now,
                 &request.task_types,
                 window,
+                &self.recent.current(),
             ))
             .await?;
         result.requests += 1;
@@ -150,6 +153,9 @@ impl ElasticsearchTaskStore {
         }
         let items = self.send_bulk(body).await?;
         result.requests += 1;
+        // Won or lost, these are taken: keep them out of the next searches until a refresh.
+        self.recent
+            .note(sent.iter().map(|(task, _)| task.id.document_id()));
         for ((mut task, patch), item) in sent.into_iter().zip(items) {
             match item.into_result(Context::task(&self.index, task.id.as_str())) {
                 Ok(version) => {

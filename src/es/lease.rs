@@ -83,6 +83,10 @@ impl ElasticsearchTaskStore {
 
     async fn lease_write(&self, task: &ConcreteTaskInstance, patch: &TaskPatch) -> Result<Version> {
         let version = task.require_version()?;
+        if patch.status == Some(crate::task::TaskStatus::Idle) {
+            // Given back: this store may claim it again as soon as it is due.
+            self.recent.forget(&task.id.document_id());
+        }
         match self.partial_update(&task.id, version, patch).await {
             Err(Error::Conflict { .. }) => Err(self.lost_or_removed(task).await),
             Err(Error::NotFound { id }) => Err(Error::Removed { id }),

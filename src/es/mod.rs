@@ -11,4 +11,5 @@ pub(crate) mod lease;
 pub(crate) mod maintenance;
 pub mod mapping;
 pub(crate) mod query;
+pub(crate) mod recent;
 pub mod store;

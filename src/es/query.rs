@@ -177,10 +177,19 @@ pub(crate) fn claim_sort() -> Value {
     ])
 }
 
-/// Candidates of an optimistic claim.
-pub(crate) fn claim_candidates_body(now: DateTime<Utc>, types: &[String], size: usize) -> Value {
+/// Candidates of an optimistic claim, leaving out documents just taken.
+pub(crate) fn claim_candidates_body(
+    now: DateTime<Utc>,
+    types: &[String],
+    size: usize,
+    exclude: &[String],
+) -> Value {
+    let mut query = claimable(now, types);
+    if !exclude.is_empty() {
+        query["bool"]["must_not"] = json!([{ "ids": { "values": exclude } }]);
+    }
     json!({
-        "query": claimable(now, types),
+        "query": query,
         "sort": claim_sort(),
         "size": size,
         "seq_no_primary_term": true,

@@ -62,6 +62,7 @@ pub struct ElasticsearchTaskStore {
     require_alias: bool,
     pub(crate) claim_strategy: ClaimStrategy,
     pub(crate) claim_oversampling: usize,
+    pub(crate) recent: Arc<super::recent::RecentClaims>,
 }
 
 impl fmt::Debug for ElasticsearchTaskStore {
@@ -98,6 +99,7 @@ impl ElasticsearchTaskStore {
             require_alias: config.require_alias,
             claim_strategy: config.claim_strategy,
             claim_oversampling: config.claim_oversampling,
+            recent: Arc::default(),
         }
     }
 

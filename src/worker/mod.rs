@@ -76,6 +76,9 @@ pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_secs(3);
 /// Default time running handlers get to finish after a shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest wait for more slots to free before claiming for fewer than a quarter of capacity.
+const SLOT_BATCH_DELAY: Duration = Duration::from_millis(20);
+
 /// Backoff of claims while the engine fails: 1 s, doubling, capped at 1 min, with jitter.
 const CLAIM_BACKOFF: RetryPolicy = RetryPolicy {
     max_attempts: u32::MAX,
@@ -356,7 +359,16 @@ impl Worker {
             Wait::SlotFree if !running.is_empty() => {
                 tokio::select! {
                     _ = running.join_next() => {}
-                    () = self.shutdown.cancelled() => {}
+                    () = self.shutdown.cancelled() => return,
+                }
+                // Gather a few more finished runs, so claims are not made one slot at a time.
+                let want = (self.capacity / 4).max(1);
+                let deadline = tokio::time::Instant::now() + SLOT_BATCH_DELAY;
+                while self.capacity - running.len() < want {
+                    match tokio::time::timeout_at(deadline, running.join_next()).await {
+                        Ok(Some(_)) => {}
+                        _ => break,
+                    }
                 }
             }
             Wait::SlotFree => {}
