@@ -67,6 +67,11 @@
 
 #![warn(missing_docs)]
 
+// The README's examples are compiled as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod claim;
 pub mod clock;
 pub mod error;
