@@ -40,7 +40,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 pub const DEFAULT_CAPACITY: usize = 10;
 
 /// Largest capacity of one claim.
-pub const MAX_CAPACITY: usize = 2_500;
+pub const MAX_CAPACITY: usize = 10_000;
 
 /// How a store claims tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -21,6 +21,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::Error;
 use crate::interval::Interval;
+use crate::patch::TaskPatch;
 use crate::task::{ConcreteTaskInstance, Schedule, TaskId, TaskStatus, DEFAULT_PRIORITY};
 use crate::version::Version;
 
@@ -97,6 +98,77 @@ fn opt_date(t: Option<DateTime<Utc>>) -> Value {
 fn object_string(map: &Map<String, Value>) -> String {
     // Serializing a map of JSON values cannot fail.
     serde_json::to_string(map).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// The `doc` of a partial update: the changed `task` fields and `updated_at`.
+pub fn encode_patch(patch: &TaskPatch, now: DateTime<Utc>) -> Value {
+    let mut task = Map::new();
+    let date = |t: DateTime<Utc>| Value::String(format_date(t));
+    let opt_date = |t: Option<DateTime<Utc>>| t.map_or(Value::Null, date);
+    if let Some(status) = patch.status {
+        task.insert("status".into(), json!(status.as_str()));
+    }
+    if let Some(t) = patch.run_at {
+        task.insert("runAt".into(), date(t));
+    }
+    if let Some(t) = patch.scheduled_at {
+        task.insert("scheduledAt".into(), date(t));
+    }
+    if let Some(t) = patch.started_at {
+        task.insert("startedAt".into(), opt_date(t));
+    }
+    if let Some(t) = patch.retry_at {
+        task.insert("retryAt".into(), opt_date(t));
+    }
+    if let Some(owner) = &patch.owner_id {
+        task.insert(
+            "ownerId".into(),
+            owner.clone().map_or(Value::Null, Value::String),
+        );
+    }
+    if let Some(attempts) = patch.attempts {
+        task.insert("attempts".into(), json!(attempts));
+    }
+    if let Some(params) = &patch.params {
+        task.insert(
+            "params".into(),
+            json!(Value::Object(params.clone()).to_string()),
+        );
+    }
+    if let Some(state) = &patch.state {
+        task.insert(
+            "state".into(),
+            json!(Value::Object(state.clone()).to_string()),
+        );
+    }
+    if let Some(schedule) = &patch.schedule {
+        task.insert(
+            "schedule".into(),
+            schedule.map_or(
+                Value::Null,
+                |s| json!({ "interval": s.interval.to_string() }),
+            ),
+        );
+    }
+    if let Some(enabled) = patch.enabled {
+        task.insert("enabled".into(), json!(enabled));
+    }
+    if let Some(priority) = patch.priority {
+        task.insert("priority".into(), json!(priority));
+    }
+    if let Some(timeout) = &patch.timeout_override {
+        task.insert(
+            "timeoutOverride".into(),
+            timeout.map_or(Value::Null, |t| json!(t.to_string())),
+        );
+    }
+    if let Some(error) = &patch.last_error {
+        task.insert(
+            "lastError".into(),
+            error.clone().map_or(Value::Null, Value::String),
+        );
+    }
+    json!({ "task": task, "updated_at": format_date(now) })
 }
 
 /// Reads a task from a document's `_id`, `_seq_no`, `_primary_term` and `_source`.

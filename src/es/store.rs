@@ -6,13 +6,13 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::bulk::{parse_items, BulkBody};
 use super::classify::Context;
 use super::client::{segment, Body, Http};
 use super::config::{Refresh, StoreBuilder};
-use super::document::{decode_document, encode_document, format_date};
+use super::document::{decode_document, encode_document, encode_patch};
 use super::{mapping, query};
 use crate::claim::ClaimStrategy;
 use crate::clock::Clock;
@@ -734,73 +734,3 @@ pub(crate) fn decode_hit(hit: &Value) -> Result<ConcreteTaskInstance> {
     decode_document(doc_id, version, &hit["_source"])
 }
 
-/// The `doc` of a partial update: the changed `task` fields and `updated_at`.
-pub(crate) fn encode_patch(patch: &TaskPatch, now: DateTime<Utc>) -> Value {
-    let mut task = Map::new();
-    let date = |t: DateTime<Utc>| Value::String(format_date(t));
-    let opt_date = |t: Option<DateTime<Utc>>| t.map_or(Value::Null, date);
-    if let Some(status) = patch.status {
-        task.insert("status".into(), json!(status.as_str()));
-    }
-    if let Some(t) = patch.run_at {
-        task.insert("runAt".into(), date(t));
-    }
-    if let Some(t) = patch.scheduled_at {
-        task.insert("scheduledAt".into(), date(t));
-    }
-    if let Some(t) = patch.started_at {
-        task.insert("startedAt".into(), opt_date(t));
-    }
-    if let Some(t) = patch.retry_at {
-        task.insert("retryAt".into(), opt_date(t));
-    }
-    if let Some(owner) = &patch.owner_id {
-        task.insert(
-            "ownerId".into(),
-            owner.clone().map_or(Value::Null, Value::String),
-        );
-    }
-    if let Some(attempts) = patch.attempts {
-        task.insert("attempts".into(), json!(attempts));
-    }
-    if let Some(params) = &patch.params {
-        task.insert(
-            "params".into(),
-            json!(Value::Object(params.clone()).to_string()),
-        );
-    }
-    if let Some(state) = &patch.state {
-        task.insert(
-            "state".into(),
-            json!(Value::Object(state.clone()).to_string()),
-        );
-    }
-    if let Some(schedule) = &patch.schedule {
-        task.insert(
-            "schedule".into(),
-            schedule.map_or(
-                Value::Null,
-                |s| json!({ "interval": s.interval.to_string() }),
-            ),
-        );
-    }
-    if let Some(enabled) = patch.enabled {
-        task.insert("enabled".into(), json!(enabled));
-    }
-    if let Some(priority) = patch.priority {
-        task.insert("priority".into(), json!(priority));
-    }
-    if let Some(timeout) = &patch.timeout_override {
-        task.insert(
-            "timeoutOverride".into(),
-            timeout.map_or(Value::Null, |t| json!(t.to_string())),
-        );
-    }
-    if let Some(error) = &patch.last_error {
-        task.insert(
-            "lastError".into(),
-            error.clone().map_or(Value::Null, Value::String),
-        );
-    }
-    json!({ "task": task, "updated_at": format_date(now) })
-}

@@ -267,11 +267,15 @@ impl Worker {
                 continue;
             }
             self.request.capacity = free;
+            let claim_started = std::time::Instant::now();
             let claim = self
                 .store
                 .claim(&self.request)
                 .instrument(tracing::debug_span!("claim", free))
                 .await;
+            if claim.is_ok() {
+                self.counters.record_claim(claim_started.elapsed());
+            }
             let (wait, next_mode) = match claim {
                 Ok(result) => {
                     if failures > 0 {

@@ -104,6 +104,11 @@ fn run(args: &[String]) -> Result<ExitCode> {
             cargo_with_engine(&cargo_args)
         }
         ["bench", rest @ ..] => {
+            // The micro benchmarks need no engine; their figures are read by the example.
+            let micro = run_cargo(&["bench", "--bench", "codec", "--", "--noplot"], None)?;
+            if micro != ExitCode::SUCCESS {
+                return Ok(micro);
+            }
             let mut cargo_args = vec!["run", "--release", "--example", "bench", "--"];
             cargo_args.extend_from_slice(rest);
             cargo_with_engine(&cargo_args)
@@ -124,15 +129,24 @@ fn run(args: &[String]) -> Result<ExitCode> {
 fn cargo_with_engine(args: &[&str]) -> Result<ExitCode> {
     let (url, guard) = engine::ensure_engine()?;
     eprintln!("xtask: engine at {url}");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = std::process::Command::new(cargo)
-        .args(args)
-        .env(engine::URL_ENV, &url)
-        .status()
-        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    let code = run_cargo(args, Some(&url));
     if let Some(guard) = guard {
         guard.stop()?;
     }
+    code
+}
+
+/// Runs `cargo <args>` in the workspace root, with `ELASTICSEARCH_URL` when given.
+fn run_cargo(args: &[&str], engine_url: Option<&str>) -> Result<ExitCode> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = std::process::Command::new(cargo);
+    command.args(args).current_dir(engine::workspace_root());
+    if let Some(url) = engine_url {
+        command.env(engine::URL_ENV, url);
+    }
+    let status = command
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
