@@ -9,7 +9,7 @@ use std::hint::black_box;
 use chrono::{TimeDelta, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
 use es_task_store::claim::claim_patch;
-use es_task_store::es::document::{decode_document, encode_document, encode_patch};
+use es_task_store::es::document::{decode_document, encode_document, encode_patch, write_document};
 use es_task_store::{ConcreteTaskInstance, TaskInstance, Version};
 use serde_json::{json, Value};
 
@@ -38,7 +38,14 @@ fn hit(task: &ConcreteTaskInstance) -> Value {
 fn codec(c: &mut Criterion) {
     let task = sample();
     let now = Utc::now();
-    c.bench_function("encode_document", |b| b.iter(|| encode_document(black_box(&task), now)));
+    let mut buf = Vec::with_capacity(1024);
+    c.bench_function("write_document", |b| {
+        b.iter(|| {
+            buf.clear();
+            write_document(&mut buf, black_box(&task), now);
+            buf.len()
+        })
+    });
     let doc = encode_document(&task, now);
     let doc_id = task.id.document_id();
     c.bench_function("decode_document", |b| {

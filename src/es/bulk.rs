@@ -8,7 +8,11 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use chrono::{DateTime, Utc};
+
 use super::classify::{classify, Context};
+use super::document::write_document;
+use crate::task::ConcreteTaskInstance;
 use crate::error::Error;
 use crate::version::Version;
 
@@ -33,16 +37,20 @@ impl BulkBody {
     }
 
     /// Create only: fails per item if the id exists.
-    pub(crate) fn create(&mut self, doc_id: &str, source: &Value) {
-        self.line(&json!({ "create": { "_id": doc_id } }));
-        self.line(source);
-        self.actions += 1;
+    pub(crate) fn create(&mut self, task: &ConcreteTaskInstance, now: DateTime<Utc>) {
+        self.line(&json!({ "create": { "_id": task.id.document_id() } }));
+        self.document(task, now);
     }
 
     /// Replace the whole document, if it is still at `version`.
-    pub(crate) fn index_if(&mut self, doc_id: &str, version: Version, source: &Value) {
-        self.line(&json!({ "index": conditional(doc_id, version) }));
-        self.line(source);
+    pub(crate) fn index_if(&mut self, task: &ConcreteTaskInstance, version: Version, now: DateTime<Utc>) {
+        self.line(&json!({ "index": conditional(&task.id.document_id(), version) }));
+        self.document(task, now);
+    }
+
+    fn document(&mut self, task: &ConcreteTaskInstance, now: DateTime<Utc>) {
+        write_document(&mut self.buf, task, now);
+        self.buf.push(b'\n');
         self.actions += 1;
     }
 
@@ -154,7 +162,12 @@ mod tests {
     #[test]
     fn body_is_ndjson_with_a_trailing_newline() {
         let mut body = BulkBody::new();
-        body.create("task:a", &json!({"x": 1}));
+        let task = crate::task::TaskInstance::new("t")
+            .with_id("a")
+            .unwrap()
+            .into_concrete(Utc::now())
+            .unwrap();
+        body.create(&task, Utc::now());
         body.delete_if("task:b", Version::new(3, 1));
         assert_eq!(body.len(), 2);
         let text = String::from_utf8(body.into_bytes()).unwrap();

@@ -29,6 +29,8 @@ pub(crate) fn segment(s: &str) -> String {
 pub(crate) enum Body {
     /// A JSON document.
     Json(Value),
+    /// A JSON document, already serialized.
+    JsonBytes(Vec<u8>),
     /// Newline-delimited JSON (`_bulk`), already serialized.
     Ndjson(Vec<u8>),
 }
@@ -62,6 +64,7 @@ impl Http {
                     reason: e.to_string(),
                 })?)
             }
+            Some(Body::JsonBytes(bytes)) => Some(bytes),
             Some(Body::Ndjson(bytes)) => {
                 headers.insert(
                     CONTENT_TYPE,

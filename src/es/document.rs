@@ -17,6 +17,7 @@
 //! `enabled` means true, missing `priority` means 50, an empty `traceparent` means none).
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
@@ -34,66 +35,111 @@ pub fn format_date(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The `task` object of a document, borrowed from the task and serialized directly (no
+/// intermediate JSON tree: this runs for every task scheduled or updated).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskFields<'a> {
+    task_type: &'a str,
+    scheduled_at: Date,
+    run_at: Date,
+    started_at: Option<Date>,
+    retry_at: Option<Date>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<ScheduleFields>,
+    params: String,
+    state: String,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    scope: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+    owner_id: Option<&'a str>,
+    status: &'static str,
+    attempts: u32,
+    enabled: bool,
+    priority: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_override: Option<Interval>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ScheduleFields {
+    interval: Interval,
+}
+
+/// The saved-object envelope.
+#[derive(Serialize)]
+struct DocumentFields<'a> {
+    #[serde(rename = "type")]
+    doc_type: &'static str,
+    task: TaskFields<'a>,
+    references: [(); 0],
+    updated_at: Date,
+}
+
+/// A date in the stored form.
+struct Date(DateTime<Utc>);
+
+impl Serialize for Date {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_date(self.0))
+    }
+}
+
+fn task_fields(task: &ConcreteTaskInstance) -> TaskFields<'_> {
+    TaskFields {
+        task_type: &task.task_type,
+        scheduled_at: Date(task.scheduled_at),
+        run_at: Date(task.run_at),
+        started_at: task.started_at.map(Date),
+        retry_at: task.retry_at.map(Date),
+        schedule: task.schedule.map(|s| ScheduleFields { interval: s.interval }),
+        params: object_string(&task.params),
+        state: object_string(&task.state),
+        scope: &task.scope,
+        user: task.user.as_deref(),
+        traceparent: task.traceparent.as_deref(),
+        owner_id: task.owner_id.as_deref(),
+        status: task.status.as_str(),
+        attempts: task.attempts,
+        enabled: task.enabled,
+        priority: task.priority,
+        timeout_override: task.timeout_override,
+        last_error: task.last_error.as_deref(),
+    }
+}
+
+fn document_fields(task: &ConcreteTaskInstance, now: DateTime<Utc>) -> DocumentFields<'_> {
+    DocumentFields {
+        doc_type: DOCUMENT_TYPE,
+        task: task_fields(task),
+        references: [],
+        updated_at: Date(now),
+    }
+}
+
 /// The `task` object of a document (without the envelope).
 #[must_use]
 pub fn encode_task(task: &ConcreteTaskInstance) -> Value {
-    let mut fields = Map::with_capacity(20);
-    let mut put = |key: &str, value: Value| {
-        fields.insert(key.to_owned(), value);
-    };
-    put("taskType", Value::String(task.task_type.clone()));
-    put("scheduledAt", Value::String(format_date(task.scheduled_at)));
-    put("runAt", Value::String(format_date(task.run_at)));
-    put("startedAt", opt_date(task.started_at));
-    put("retryAt", opt_date(task.retry_at));
-    if let Some(schedule) = &task.schedule {
-        put(
-            "schedule",
-            json!({ "interval": schedule.interval.to_string() }),
-        );
-    }
-    put("params", Value::String(object_string(&task.params)));
-    put("state", Value::String(object_string(&task.state)));
-    if !task.scope.is_empty() {
-        put("scope", json!(task.scope));
-    }
-    if let Some(user) = &task.user {
-        put("user", Value::String(user.clone()));
-    }
-    if let Some(traceparent) = &task.traceparent {
-        put("traceparent", Value::String(traceparent.clone()));
-    }
-    put(
-        "ownerId",
-        task.owner_id.clone().map_or(Value::Null, Value::String),
-    );
-    put("status", Value::String(task.status.as_str().to_owned()));
-    put("attempts", json!(task.attempts));
-    put("enabled", Value::Bool(task.enabled));
-    put("priority", json!(task.priority));
-    if let Some(timeout) = &task.timeout_override {
-        put("timeoutOverride", Value::String(timeout.to_string()));
-    }
-    if let Some(error) = &task.last_error {
-        put("lastError", Value::String(error.clone()));
-    }
-    Value::Object(fields)
+    serde_json::to_value(task_fields(task)).unwrap_or(Value::Null)
 }
 
 /// The full document source of a task, stamped `updated_at = now`.
 #[must_use]
 pub fn encode_document(task: &ConcreteTaskInstance, now: DateTime<Utc>) -> Value {
-    json!({
-        "type": DOCUMENT_TYPE,
-        "task": encode_task(task),
-        "references": [],
-        "updated_at": format_date(now),
-    })
+    serde_json::to_value(document_fields(task, now)).unwrap_or(Value::Null)
 }
 
-fn opt_date(t: Option<DateTime<Utc>>) -> Value {
-    t.map_or(Value::Null, |t| Value::String(format_date(t)))
+/// Appends the document source of a task, as JSON text, to `buf`.
+pub fn write_document(buf: &mut Vec<u8>, task: &ConcreteTaskInstance, now: DateTime<Utc>) {
+    // Serializing strings, numbers and maps of JSON values into a Vec cannot fail.
+    let _ = serde_json::to_writer(buf, &document_fields(task, now));
 }
+
 
 fn object_string(map: &Map<String, Value>) -> String {
     // Serializing a map of JSON values cannot fail.

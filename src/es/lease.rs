@@ -81,6 +81,71 @@ impl ElasticsearchTaskStore {
         }
     }
 
+    /// Writes many [`Completion`]s in one request, each conditional on its task's version.
+    /// One result per task, in order: the new version, `None` for a deleted task, or
+    /// [`Error::LeaseLost`] / [`Error::Removed`] / another error for that task alone.
+    pub async fn complete_batch(
+        &self,
+        items: &[(ConcreteTaskInstance, Completion)],
+    ) -> Result<Vec<Result<Option<Version>>>> {
+        let mut results: Vec<Result<Option<Version>>> = Vec::with_capacity(items.len());
+        let mut body = BulkBody::new();
+        let now = self.now();
+        for (task, completion) in items {
+            let version = match task.require_version() {
+                Ok(version) => version,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            let doc_id = task.id.document_id();
+            match completion {
+                Completion::Delete => body.delete_if(&doc_id, version),
+                Completion::Update(patch) => {
+                    if let Err(e) = patch.validate() {
+                        results.push(Err(e));
+                        continue;
+                    }
+                    if patch.status == Some(crate::task::TaskStatus::Idle) {
+                        self.recent.forget(&doc_id);
+                    }
+                    body.update_if(&doc_id, version, &super::document::encode_patch(patch, now));
+                }
+            }
+            results.push(Ok(None));
+        }
+        let mut items_out = self.send_bulk(body).await?.into_iter();
+        let mut lost = Vec::new();
+        for (index, ((task, _), result)) in items.iter().zip(results.iter_mut()).enumerate() {
+            if result.is_err() {
+                continue;
+            }
+            let Some(item) = items_out.next() else { break };
+            *result = match item.into_result(Context::task(&self.index, task.id.as_str())) {
+                Ok(version) => Ok(version),
+                Err(Error::NotFound { id }) => Err(Error::Removed { id }),
+                Err(Error::Conflict { id }) => {
+                    lost.push(index);
+                    Err(Error::LeaseLost { id })
+                }
+                Err(e) => Err(e),
+            };
+        }
+        // Tell a taken-over task from a removed one (rare: only after a lost race).
+        if !lost.is_empty() {
+            let ids: Vec<_> = lost.iter().map(|i| items[*i].0.id.clone()).collect();
+            if let Ok(found) = self.bulk_get(&ids).await {
+                for (i, read) in lost.iter().zip(found) {
+                    if let Err(Error::NotFound { id }) = read {
+                        results[*i] = Err(Error::Removed { id });
+                    }
+                }
+            }
+        }
+        Ok(results)
+    }
+
     async fn lease_write(&self, task: &ConcreteTaskInstance, patch: &TaskPatch) -> Result<Version> {
         let version = task.require_version()?;
         if patch.status == Some(crate::task::TaskStatus::Idle) {

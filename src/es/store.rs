@@ -12,7 +12,7 @@ use super::bulk::{parse_items, BulkBody};
 use super::classify::Context;
 use super::client::{segment, Body, Http};
 use super::config::{Refresh, StoreBuilder};
-use super::document::{decode_document, encode_document, encode_patch};
+use super::document::{decode_document, encode_patch, write_document};
 use super::{mapping, query};
 use crate::claim::ClaimStrategy;
 use crate::clock::Clock;
@@ -310,7 +310,7 @@ impl ElasticsearchTaskStore {
                 Method::Put,
                 &self.doc_path("_create", &task.id),
                 &self.write_params(),
-                Some(Body::Json(encode_document(&task, now))),
+                Some(Body::JsonBytes(document_bytes(&task, now))),
                 Context::create(&self.index, &id),
             )
             .await?;
@@ -350,7 +350,7 @@ impl ElasticsearchTaskStore {
         for task in tasks {
             let concrete = task.into_concrete(now);
             if let Ok(task) = &concrete {
-                body.create(&task.id.document_id(), &encode_document(task, now));
+                body.create(task, now);
             }
             results.push(concrete);
         }
@@ -554,7 +554,7 @@ impl ElasticsearchTaskStore {
                 Method::Put,
                 &self.doc_path("_doc", &task.id),
                 &params,
-                Some(Body::Json(encode_document(task, self.now()))),
+                Some(Body::JsonBytes(document_bytes(task, self.now()))),
                 Context::task(&self.index, &id),
             )
             .await
@@ -574,11 +574,7 @@ impl ElasticsearchTaskStore {
         for task in tasks {
             let checked = task.validate().and_then(|()| task.require_version());
             if let Ok(version) = &checked {
-                body.index_if(
-                    &task.id.document_id(),
-                    *version,
-                    &encode_document(task, now),
-                );
+                body.index_if(task, *version, now);
             }
             results.push(checked);
         }
@@ -653,6 +649,12 @@ impl ElasticsearchTaskStore {
             )
             .collect())
     }
+}
+
+fn document_bytes(task: &ConcreteTaskInstance, now: DateTime<Utc>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(512);
+    write_document(&mut buf, task, now);
+    buf
 }
 
 /// A conditional full write on a removed document is a version conflict for the engine; some

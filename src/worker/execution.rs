@@ -8,11 +8,12 @@ use tokio::time::{interval_at, sleep, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::completions::Completions;
 use super::definition::{RunOutput, TaskContext, TaskDefinition, TaskError};
 use super::stats::WorkerCounters;
 use crate::error::Error;
 use crate::es::store::ElasticsearchTaskStore;
-use crate::outcome::RetryPolicy;
+use crate::outcome::{on_failure, on_release, on_success, Completion, RetryPolicy};
 use crate::task::ConcreteTaskInstance;
 
 /// How a run ended, before its outcome is written.
@@ -31,6 +32,7 @@ pub(crate) async fn execute(
     definition: TaskDefinition,
     task: ConcreteTaskInstance,
     counters: Arc<WorkerCounters>,
+    completions: Completions,
     hard_stop: CancellationToken,
 ) {
     let span = tracing::info_span!(
@@ -43,7 +45,7 @@ pub(crate) async fn execute(
     async move {
         let mut task = task;
         let end = supervise(&store, &definition, &mut task, &hard_stop).await;
-        write_outcome(&store, &definition, &task, end, &counters).await;
+        write_outcome(&store, &completions, &definition, task, end, &counters).await;
     }
     .instrument(span)
     .await
@@ -97,34 +99,27 @@ async fn supervise(
 
 async fn write_outcome(
     store: &ElasticsearchTaskStore,
+    completions: &Completions,
     definition: &TaskDefinition,
-    task: &ConcreteTaskInstance,
+    task: ConcreteTaskInstance,
     end: RunEnd,
     counters: &WorkerCounters,
 ) {
-    let written = match end {
-        RunEnd::Finished(Ok(output)) => store
-            .mark_success(task, output.state, output.next)
-            .await
-            .map(|_| WorkerCounters::add(&counters.succeeded, 1)),
-        RunEnd::Finished(Err(error)) => fail(store, definition, task, &error, counters).await,
+    let now = store.now();
+    let (completion, counter) = match end {
+        RunEnd::Finished(Ok(output)) => (on_success(&task, now, output.state, output.next), &counters.succeeded),
+        RunEnd::Finished(Err(error)) => failure(definition, &task, &error, now, counters),
         RunEnd::TimedOut(after) => {
             WorkerCounters::add(&counters.timed_out, 1);
             let error = TaskError::retryable(format!("timed out after {after:?}"));
-            fail(store, definition, task, &error, counters).await
+            failure(definition, &task, &error, now, counters)
         }
-        RunEnd::LeaseLost(e) => Err(e),
-        RunEnd::Stopped => store
-            .release(task)
-            .await
-            .map(|_| WorkerCounters::add(&counters.released, 1)),
+        RunEnd::LeaseLost(e) => return lease_lost(&e, counters),
+        RunEnd::Stopped => (Completion::Update(Box::new(on_release(&task))), &counters.released),
     };
-    match written {
-        Ok(()) => {}
-        Err(e @ (Error::LeaseLost { .. } | Error::Removed { .. })) => {
-            WorkerCounters::add(&counters.lease_lost, 1);
-            tracing::info!(reason = %e, "result dropped: the task was taken over or removed");
-        }
+    match completions.write(task, completion).await {
+        Ok(_) => WorkerCounters::add(counter, 1),
+        Err(e @ (Error::LeaseLost { .. } | Error::Removed { .. })) => lease_lost(&e, counters),
         Err(e) => {
             WorkerCounters::add(&counters.write_errors, 1);
             tracing::warn!(error = %e, "could not write the outcome; the task is retried when its lease ends");
@@ -132,13 +127,19 @@ async fn write_outcome(
     }
 }
 
-async fn fail(
-    store: &ElasticsearchTaskStore,
+fn lease_lost(e: &Error, counters: &WorkerCounters) {
+    WorkerCounters::add(&counters.lease_lost, 1);
+    tracing::info!(reason = %e, "result dropped: the task was taken over or removed");
+}
+
+/// The write after a failed run, and the counter it adds to once written.
+fn failure<'c>(
     definition: &TaskDefinition,
     task: &ConcreteTaskInstance,
     error: &TaskError,
-    counters: &WorkerCounters,
-) -> Result<(), Error> {
+    now: chrono::DateTime<chrono::Utc>,
+    counters: &'c WorkerCounters,
+) -> (Completion, &'c std::sync::atomic::AtomicU64) {
     let policy = if error.retryable || task.is_recurring() {
         definition.retry
     } else {
@@ -149,12 +150,7 @@ async fn fail(
     };
     let ends_failed = !task.is_recurring() && task.attempts >= policy.max_attempts;
     tracing::debug!(error = %error, ends_failed, "run failed");
-    store.mark_failure(task, &error.message, &policy).await?;
-    let counter = if ends_failed {
-        &counters.failed
-    } else {
-        &counters.retried
-    };
-    WorkerCounters::add(counter, 1);
-    Ok(())
+    let patch = on_failure(task, now, &error.message, &policy, fastrand::f64());
+    let counter = if ends_failed { &counters.failed } else { &counters.retried };
+    (Completion::Update(Box::new(patch)), counter)
 }

@@ -5,7 +5,9 @@
 //!
 //! - as soon as a slot frees while claims keep filling the free capacity (polling is not
 //!   capped by the poll interval when there is work);
-//! - after the poll interval (500 ms) when a claim came back short;
+//! - at once (after up to 25 ms of jitter) when a claim came back short because other
+//!   claimers took candidates first;
+//! - after the poll interval (500 ms) when a claim came back short otherwise;
 //! - after the idle interval (3 s) when there was nothing to claim.
 //!
 //! While a handler runs, its lease is renewed at half its length, so a long run is never taken
@@ -47,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+mod completions;
 mod definition;
 mod execution;
 mod stats;
@@ -76,8 +79,11 @@ pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_secs(3);
 /// Default time running handlers get to finish after a shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest wait for more slots to free before claiming for fewer than a quarter of capacity.
-const SLOT_BATCH_DELAY: Duration = Duration::from_millis(20);
+/// Longest wait before claiming again after a claim lost races to other claimers.
+const CONTENTION_DELAY: Duration = Duration::from_millis(25);
+
+/// Longest wait for more slots to free before claiming for less than half the capacity.
+const SLOT_BATCH_DELAY: Duration = Duration::from_millis(50);
 
 /// Backoff of claims while the engine fails: 1 s, doubling, capped at 1 min, with jitter.
 const CLAIM_BACKOFF: RetryPolicy = RetryPolicy {
@@ -255,6 +261,7 @@ impl Worker {
 
     async fn run_loop(mut self) -> WorkerStats {
         let mut running: JoinSet<()> = JoinSet::new();
+        let (completions, writer) = completions::Completions::start(self.store.clone());
         let hard_stop = CancellationToken::new();
         let mut failures: u32 = 0;
         let mut mode = Mode::Busy;
@@ -304,11 +311,16 @@ impl Worker {
                             definition,
                             task,
                             self.counters.clone(),
+                            completions.clone(),
                             hard_stop.clone(),
                         ));
                     }
                     if got == free {
                         (Wait::SlotFree, Mode::Busy)
+                    } else if result.conflicts > 0 {
+                        // Other claimers took candidates first: more work is likely there.
+                        // Claim again soon, at a random offset so claimers fall out of step.
+                        (Wait::For(CONTENTION_DELAY.mul_f64(fastrand::f64())), Mode::Busy)
                     } else if got == 0 && result.candidates == 0 {
                         (Wait::For(self.idle_interval), Mode::Idle)
                     } else {
@@ -353,6 +365,10 @@ impl Worker {
                 }
             }
         }
+        drop(completions);
+        if writer.await.is_err() {
+            tracing::warn!("the completion writer panicked");
+        }
         let stats = self.counters.snapshot();
         tracing::info!(?stats, "worker stopped");
         stats
@@ -366,7 +382,7 @@ impl Worker {
                     () = self.shutdown.cancelled() => return,
                 }
                 // Gather a few more finished runs, so claims are not made one slot at a time.
-                let want = (self.capacity / 4).max(1);
+                let want = (self.capacity / 2).max(1);
                 let deadline = tokio::time::Instant::now() + SLOT_BATCH_DELAY;
                 while self.capacity - running.len() < want {
                     match tokio::time::timeout_at(deadline, running.join_next()).await {
