@@ -49,14 +49,24 @@ fn codec(c: &mut Criterion) {
     let doc = encode_document(&task, now);
     let doc_id = task.id.document_id();
     c.bench_function("decode_document", |b| {
-        b.iter(|| decode_document(black_box(&doc_id), Some(Version::new(12, 1)), black_box(&doc)).unwrap())
+        b.iter(|| {
+            decode_document(
+                black_box(&doc_id),
+                Some(Version::new(12, 1)),
+                black_box(&doc),
+            )
+            .unwrap()
+        })
     });
     // The decode path of a claim: from the bytes of a search hit.
     let hit_bytes = serde_json::to_vec(&hit(&task)).unwrap();
     c.bench_function("decode_search_hit_bytes", |b| {
         b.iter(|| {
             let hit: Value = serde_json::from_slice(black_box(&hit_bytes)).unwrap();
-            let version = Version::new(hit["_seq_no"].as_i64().unwrap(), hit["_primary_term"].as_i64().unwrap());
+            let version = Version::new(
+                hit["_seq_no"].as_i64().unwrap(),
+                hit["_primary_term"].as_i64().unwrap(),
+            );
             decode_document(hit["_id"].as_str().unwrap(), Some(version), &hit["_source"]).unwrap()
         })
     });

@@ -32,8 +32,20 @@ struct Sizes {
     rss_tasks: usize,
 }
 
-const FULL: Sizes = Sizes { schedule: 100_000, drain: 50_000, recurring: 5_000, recurring_secs: 60, rss_tasks: 10_000 };
-const QUICK: Sizes = Sizes { schedule: 10_000, drain: 5_000, recurring: 500, recurring_secs: 20, rss_tasks: 2_000 };
+const FULL: Sizes = Sizes {
+    schedule: 100_000,
+    drain: 50_000,
+    recurring: 5_000,
+    recurring_secs: 60,
+    rss_tasks: 10_000,
+};
+const QUICK: Sizes = Sizes {
+    schedule: 10_000,
+    drain: 5_000,
+    recurring: 500,
+    recurring_secs: 20,
+    rss_tasks: 2_000,
+};
 
 const BATCH: usize = 1_000;
 const WORKER_CAPACITY: usize = 100;
@@ -49,7 +61,10 @@ async fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let url = std::env::var("ELASTICSEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9200".into());
     if let Some(pos) = args.iter().position(|a| a == "--rss-probe") {
-        let tasks: usize = args.get(pos + 1).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+        let tasks: usize = args
+            .get(pos + 1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000);
         return rss_probe(&url, tasks).await;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -59,28 +74,44 @@ async fn main() -> Result<(), BoxError> {
     report.machine = machine(&raw).await?;
     eprintln!("bench: {}", report.machine.replace('\n', "; "));
 
-    eprintln!("bench: scheduling {} tasks, library vs raw _bulk", sizes.schedule);
+    eprintln!(
+        "bench: scheduling {} tasks, library vs raw _bulk",
+        sizes.schedule
+    );
     report.schedule = Some(schedule_bench(&url, &raw, sizes.schedule).await?);
 
     for strategy in [ClaimStrategy::Optimistic, ClaimStrategy::UpdateByQuery] {
         for workers in WORKER_COUNTS {
-            eprintln!("bench: draining {} tasks, {strategy:?}, {workers} workers", sizes.drain);
+            eprintln!(
+                "bench: draining {} tasks, {strategy:?}, {workers} workers",
+                sizes.drain
+            );
             let row = drain_library(&url, &raw, sizes.drain, workers, strategy).await?;
             eprintln!("bench:   {:.0} tasks/s", row.tasks_per_sec);
             report.drain.push(row);
         }
     }
     for workers in WORKER_COUNTS {
-        eprintln!("bench: draining {} tasks, raw requests, {workers} loops", sizes.drain);
+        eprintln!(
+            "bench: draining {} tasks, raw requests, {workers} loops",
+            sizes.drain
+        );
         let row = drain_raw(&raw, sizes.drain, workers).await?;
         eprintln!("bench:   {:.0} tasks/s", row.tasks_per_sec);
         report.drain.push(row);
     }
 
-    eprintln!("bench: {} recurring tasks every 10s for {}s, 4 workers", sizes.recurring, sizes.recurring_secs);
-    report.recurring = Some(recurring_bench(&url, &raw, sizes.recurring, sizes.recurring_secs).await?);
+    eprintln!(
+        "bench: {} recurring tasks every 10s for {}s, 4 workers",
+        sizes.recurring, sizes.recurring_secs
+    );
+    report.recurring =
+        Some(recurring_bench(&url, &raw, sizes.recurring, sizes.recurring_secs).await?);
 
-    eprintln!("bench: peak RSS of a worker holding {} claimed tasks", sizes.rss_tasks);
+    eprintln!(
+        "bench: peak RSS of a worker holding {} claimed tasks",
+        sizes.rss_tasks
+    );
     report.rss = Some(rss_of_probe(&url, sizes.rss_tasks)?);
     report.micro = read_criterion();
     report.quick = quick;
@@ -103,15 +134,29 @@ struct Raw {
 
 impl Raw {
     fn new(url: &str) -> Result<Self, BoxError> {
-        Ok(Self { client: Elasticsearch::new(Transport::single_node(url)?) })
+        Ok(Self {
+            client: Elasticsearch::new(Transport::single_node(url)?),
+        })
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>, ndjson: bool) -> Result<Value, BoxError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        ndjson: bool,
+    ) -> Result<Value, BoxError> {
         let mut headers = HeaderMap::new();
         if ndjson {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
         }
-        let response = self.client.send::<Vec<u8>, ()>(method, path, headers, None, body, None).await?;
+        let response = self
+            .client
+            .send::<Vec<u8>, ()>(method, path, headers, None, body, None)
+            .await?;
         let status = response.status_code().as_u16();
         let bytes = response.bytes().await?;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -122,37 +167,57 @@ impl Raw {
     }
 
     async fn json(&self, method: Method, path: &str, body: Value) -> Result<Value, BoxError> {
-        self.send(method, path, Some(serde_json::to_vec(&body)?), false).await
+        self.send(method, path, Some(serde_json::to_vec(&body)?), false)
+            .await
     }
 
     async fn bulk(&self, index: &str, body: Vec<u8>) -> Result<Value, BoxError> {
-        self.send(Method::Post, &format!("/{index}/_bulk"), Some(body), true).await
+        self.send(Method::Post, &format!("/{index}/_bulk"), Some(body), true)
+            .await
     }
 
     async fn create_index(&self, index: &str) -> Result<(), BoxError> {
-        let mut definition: Value = serde_json::from_str(include_str!("../mappings/task-index.json"))?;
+        let mut definition: Value =
+            serde_json::from_str(include_str!("../mappings/task-index.json"))?;
         definition["aliases"] = json!({ index: { "is_write_index": true } });
-        self.json(Method::Put, &format!("/{index}-000001"), definition).await?;
+        self.json(Method::Put, &format!("/{index}-000001"), definition)
+            .await?;
         Ok(())
     }
 
     async fn delete_index(&self, index: &str) {
-        let _ = self.send(Method::Delete, &format!("/{index}-000001"), None, false).await;
+        let _ = self
+            .send(Method::Delete, &format!("/{index}-000001"), None, false)
+            .await;
     }
 
     async fn count(&self, index: &str) -> Result<u64, BoxError> {
-        self.send(Method::Post, &format!("/{index}/_refresh"), None, false).await?;
-        let answer = self.send(Method::Get, &format!("/{index}/_count"), None, false).await?;
+        self.send(Method::Post, &format!("/{index}/_refresh"), None, false)
+            .await?;
+        let answer = self
+            .send(Method::Get, &format!("/{index}/_count"), None, false)
+            .await?;
         Ok(answer["count"].as_u64().unwrap_or(0))
     }
 }
 
 fn unique(prefix: &str) -> String {
-    format!("bench-{prefix}-{}", &es_task_store::TaskId::random().as_str()[..8])
+    format!(
+        "bench-{prefix}-{}",
+        &es_task_store::TaskId::random().as_str()[..8]
+    )
 }
 
-fn store(url: &str, index: &str, strategy: ClaimStrategy) -> Result<ElasticsearchTaskStore, BoxError> {
-    Ok(ElasticsearchTaskStore::builder().with_url(url).with_index(index).with_claim_strategy(strategy).build()?)
+fn store(
+    url: &str,
+    index: &str,
+    strategy: ClaimStrategy,
+) -> Result<ElasticsearchTaskStore, BoxError> {
+    Ok(ElasticsearchTaskStore::builder()
+        .with_url(url)
+        .with_index(index)
+        .with_claim_strategy(strategy)
+        .build()?)
 }
 
 /// `n` due one-off tasks, as instances and as the identical raw `_bulk` bodies.
@@ -175,7 +240,11 @@ fn raw_bodies(tasks: &[TaskInstance], now: DateTime<Utc>) -> Vec<Vec<u8>> {
             let mut body = Vec::new();
             for task in chunk {
                 let concrete = task.clone().into_concrete(now).expect("valid task");
-                serde_json::to_writer(&mut body, &json!({ "create": { "_id": concrete.id.document_id() } })).unwrap();
+                serde_json::to_writer(
+                    &mut body,
+                    &json!({ "create": { "_id": concrete.id.document_id() } }),
+                )
+                .unwrap();
                 body.push(b'\n');
                 serde_json::to_writer(&mut body, &encode_document(&concrete, now)).unwrap();
                 body.push(b'\n');
@@ -218,7 +287,11 @@ async fn schedule_bench(url: &str, raw: &Raw, n: usize) -> Result<ScheduleResult
             }
         }
     }
-    Ok(ScheduleResult { tasks: n, library_docs_per_sec: median(lib_rates), raw_docs_per_sec: median(raw_rates) })
+    Ok(ScheduleResult {
+        tasks: n,
+        library_docs_per_sec: median(lib_rates),
+        raw_docs_per_sec: median(raw_rates),
+    })
 }
 
 const ROUNDS: usize = 3;
@@ -233,7 +306,8 @@ async fn schedule_library(url: &str, raw: &Raw, tasks: &[TaskInstance]) -> Resul
     let index = unique("schedule-lib");
     raw.create_index(&index).await?;
     let store = store(url, &index, ClaimStrategy::Optimistic)?;
-    let batches: Vec<Vec<TaskInstance>> = tasks.chunks(BATCH).map(<[TaskInstance]>::to_vec).collect();
+    let batches: Vec<Vec<TaskInstance>> =
+        tasks.chunks(BATCH).map(<[TaskInstance]>::to_vec).collect();
     let started = Instant::now();
     for batch in batches {
         for result in store.bulk_schedule(batch).await? {
@@ -279,10 +353,21 @@ struct DrainRow {
     claim_p99: Duration,
 }
 
-async fn drain_library(url: &str, raw: &Raw, n: usize, workers: usize, strategy: ClaimStrategy) -> Result<DrainRow, BoxError> {
+async fn drain_library(
+    url: &str,
+    raw: &Raw,
+    n: usize,
+    workers: usize,
+    strategy: ClaimStrategy,
+) -> Result<DrainRow, BoxError> {
     let index = unique("drain");
     raw.create_index(&index).await?;
-    load(raw, &index, &due_tasks(n, Utc::now() - TimeDelta::minutes(1))).await?;
+    load(
+        raw,
+        &index,
+        &due_tasks(n, Utc::now() - TimeDelta::minutes(1)),
+    )
+    .await?;
     let ran: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::with_capacity(n)));
     let mut shutdowns = Vec::new();
     let mut counters = Vec::new();
@@ -324,7 +409,10 @@ async fn drain_library(url: &str, raw: &Raw, n: usize, workers: usize, strategy:
         stats.push(h.await?);
     }
     if ran.lock().unwrap().len() != n {
-        abort(format!("{} distinct tasks ran, expected {n}", ran.lock().unwrap().len()));
+        abort(format!(
+            "{} distinct tasks ran, expected {n}",
+            ran.lock().unwrap().len()
+        ));
     }
     let left = raw.count(&index).await?;
     if left != 0 {
@@ -342,7 +430,11 @@ async fn drain_library(url: &str, raw: &Raw, n: usize, workers: usize, strategy:
         tasks_per_sec: n as f64 / elapsed.as_secs_f64(),
         conflicts: stats.iter().map(|s| s.conflicts).sum(),
         claim_p50: p50s[p50s.len() / 2],
-        claim_p99: stats.iter().map(|s| s.claim_latency_p99).max().unwrap_or_default(),
+        claim_p99: stats
+            .iter()
+            .map(|s| s.claim_latency_p99)
+            .max()
+            .unwrap_or_default(),
     })
 }
 
@@ -352,14 +444,25 @@ async fn drain_library(url: &str, raw: &Raw, n: usize, workers: usize, strategy:
 async fn drain_raw(raw: &Raw, n: usize, loops: usize) -> Result<DrainRow, BoxError> {
     let index = unique("drain-raw");
     raw.create_index(&index).await?;
-    load(raw, &index, &due_tasks(n, Utc::now() - TimeDelta::minutes(1))).await?;
+    load(
+        raw,
+        &index,
+        &due_tasks(n, Utc::now() - TimeDelta::minutes(1)),
+    )
+    .await?;
     let done = Arc::new(Mutex::new(HashSet::<String>::with_capacity(n)));
     let conflicts = Arc::new(Mutex::new(0u64));
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let started = Instant::now();
     let mut handles = Vec::new();
     for l in 0..loops {
-        let (raw, index, done, conflicts, latencies) = (raw.clone(), index.clone(), done.clone(), conflicts.clone(), latencies.clone());
+        let (raw, index, done, conflicts, latencies) = (
+            raw.clone(),
+            index.clone(),
+            done.clone(),
+            conflicts.clone(),
+            latencies.clone(),
+        );
         handles.push(tokio::spawn(async move {
             let owner = format!("raw-{l}");
             let mut recent: Vec<(Instant, String)> = Vec::new();
@@ -449,16 +552,33 @@ async fn drain_raw(raw: &Raw, n: usize, loops: usize) -> Result<DrainRow, BoxErr
         h.await??;
     }
     // The loops stop after three empty searches of 500 ms; that idle tail is not work.
-    let elapsed = started.elapsed().saturating_sub(Duration::from_millis(1500));
+    let elapsed = started
+        .elapsed()
+        .saturating_sub(Duration::from_millis(1500));
     if done.lock().unwrap().len() != n {
-        abort(format!("raw: {} tasks completed, expected {n}", done.lock().unwrap().len()));
+        abort(format!(
+            "raw: {} tasks completed, expected {n}",
+            done.lock().unwrap().len()
+        ));
     }
     raw.delete_index(&index).await;
     let mut latencies = latencies.lock().unwrap().clone();
     latencies.sort();
-    let pct = |p: f64| latencies.get(((latencies.len().saturating_sub(1)) as f64 * p) as usize).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len().saturating_sub(1)) as f64 * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     let conflicts = *conflicts.lock().unwrap();
-    Ok(DrainRow { what: "raw requests", workers: loops, tasks_per_sec: n as f64 / elapsed.as_secs_f64(), conflicts, claim_p50: pct(0.5), claim_p99: pct(0.99) })
+    Ok(DrainRow {
+        what: "raw requests",
+        workers: loops,
+        tasks_per_sec: n as f64 / elapsed.as_secs_f64(),
+        conflicts,
+        claim_p50: pct(0.5),
+        claim_p99: pct(0.99),
+    })
 }
 
 // ----- c. recurring load -----
@@ -472,7 +592,12 @@ struct RecurringResult {
     late_max: Duration,
 }
 
-async fn recurring_bench(url: &str, raw: &Raw, n: usize, secs: u64) -> Result<RecurringResult, BoxError> {
+async fn recurring_bench(
+    url: &str,
+    raw: &Raw,
+    n: usize,
+    secs: u64,
+) -> Result<RecurringResult, BoxError> {
     let index = unique("recurring");
     raw.create_index(&index).await?;
     let every = Interval::seconds(10)?;
@@ -494,7 +619,9 @@ async fn recurring_bench(url: &str, raw: &Raw, n: usize, secs: u64) -> Result<Re
     for w in 0..4 {
         let runs = runs.clone();
         let handler = move |ctx: TaskContext| {
-            runs.lock().unwrap().push((ctx.task.id.to_string(), ctx.task.run_at, Utc::now()));
+            runs.lock()
+                .unwrap()
+                .push((ctx.task.id.to_string(), ctx.task.run_at, Utc::now()));
             std::future::ready(Ok(RunOutput::default()))
         };
         let worker = Worker::builder(store(url, &index, ClaimStrategy::Optimistic)?)
@@ -524,7 +651,10 @@ async fn recurring_bench(url: &str, raw: &Raw, n: usize, secs: u64) -> Result<Re
         run_ats.sort();
         for pair in run_ats.windows(2) {
             if pair[1] - pair[0] != every.as_time_delta() {
-                abort(format!("task {id}: runs at {} then {} (skipped or doubled)", pair[0], pair[1]));
+                abort(format!(
+                    "task {id}: runs at {} then {} (skipped or doubled)",
+                    pair[0], pair[1]
+                ));
             }
         }
     }
@@ -536,10 +666,20 @@ async fn recurring_bench(url: &str, raw: &Raw, n: usize, secs: u64) -> Result<Re
     if by_task.len() != n {
         abort(format!("{} of {n} recurring tasks ran", by_task.len()));
     }
-    let mut lateness: Vec<Duration> = runs.iter().map(|(_, run_at, started)| (*started - *run_at).to_std().unwrap_or_default()).collect();
+    let mut lateness: Vec<Duration> = runs
+        .iter()
+        .map(|(_, run_at, started)| (*started - *run_at).to_std().unwrap_or_default())
+        .collect();
     lateness.sort();
     let pct = |p: f64| lateness[((lateness.len() - 1) as f64 * p) as usize];
-    Ok(RecurringResult { tasks: n, secs, runs: runs.len(), late_p50: pct(0.5), late_p99: pct(0.99), late_max: *lateness.last().unwrap_or(&Duration::ZERO) })
+    Ok(RecurringResult {
+        tasks: n,
+        secs,
+        runs: runs.len(),
+        late_p50: pct(0.5),
+        late_p99: pct(0.99),
+        late_max: *lateness.last().unwrap_or(&Duration::ZERO),
+    })
 }
 
 // ----- d. memory -----
@@ -553,7 +693,11 @@ struct RssResult {
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -563,7 +707,12 @@ async fn rss_probe(url: &str, tasks: usize) -> Result<(), BoxError> {
     let raw = Raw::new(url)?;
     let index = unique("rss");
     raw.create_index(&index).await?;
-    load(&raw, &index, &due_tasks(tasks, Utc::now() - TimeDelta::minutes(1))).await?;
+    load(
+        &raw,
+        &index,
+        &due_tasks(tasks, Utc::now() - TimeDelta::minutes(1)),
+    )
+    .await?;
     let baseline = status_kib("VmHWM:");
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let release = Arc::new(tokio::sync::Notify::new());
@@ -604,38 +753,81 @@ fn rss_of_probe(url: &str, tasks: usize) -> Result<RssResult, BoxError> {
         .env("ELASTICSEARCH_URL", url)
         .output()?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let line = text.lines().find(|l| l.starts_with("RSS ")).ok_or_else(|| format!("rss probe failed: {}", String::from_utf8_lossy(&output.stderr)))?;
-    let field = |name: &str| -> u64 { line.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.parse().ok()).unwrap_or(0) };
-    Ok(RssResult { tasks, baseline_kib: field("baseline_kib="), peak_kib: field("peak_kib=") })
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RSS "))
+        .ok_or_else(|| {
+            format!(
+                "rss probe failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(RssResult {
+        tasks,
+        baseline_kib: field("baseline_kib="),
+        peak_kib: field("peak_kib="),
+    })
 }
 
 // ----- report -----
 
 fn read_criterion() -> Vec<(String, f64)> {
-    ["write_document", "decode_document", "decode_search_hit_bytes", "claim_line"]
-        .iter()
-        .filter_map(|name| {
-            let path = format!("target/criterion/{name}/new/estimates.json");
-            let estimates: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-            Some((name.to_string(), estimates["median"]["point_estimate"].as_f64()?))
-        })
-        .collect()
+    [
+        "write_document",
+        "decode_document",
+        "decode_search_hit_bytes",
+        "claim_line",
+    ]
+    .iter()
+    .filter_map(|name| {
+        let path = format!("target/criterion/{name}/new/estimates.json");
+        let estimates: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        Some((
+            name.to_string(),
+            estimates["median"]["point_estimate"].as_f64()?,
+        ))
+    })
+    .collect()
 }
 
 async fn machine(raw: &Raw) -> Result<String, BoxError> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let root = raw.send(Method::Get, "/", None, false).await?;
     let nodes = raw.send(Method::Get, "/_nodes/jvm", None, false).await?;
-    let heap = nodes["nodes"].as_object().and_then(|n| n.values().next()).and_then(|n| n["jvm"]["mem"]["heap_max_in_bytes"].as_u64()).unwrap_or(0);
-    let jvm = nodes["nodes"].as_object().and_then(|n| n.values().next()).and_then(|n| n["jvm"]["version"].as_str()).unwrap_or("?").to_owned();
+    let heap = nodes["nodes"]
+        .as_object()
+        .and_then(|n| n.values().next())
+        .and_then(|n| n["jvm"]["mem"]["heap_max_in_bytes"].as_u64())
+        .unwrap_or(0);
+    let jvm = nodes["nodes"]
+        .as_object()
+        .and_then(|n| n.values().next())
+        .and_then(|n| n["jvm"]["version"].as_str())
+        .unwrap_or("?")
+        .to_owned();
     Ok(format!(
         "{cores} cores ({cpu}), {:.1} GiB memory\nengine: {} {} on Java {jvm}, heap {} MiB, one node on the same machine",
         mem_kib as f64 / 1024.0 / 1024.0,
@@ -674,18 +866,47 @@ impl Report {
             let _ = writeln!(md, "## b. Draining due one-off tasks\n\nEach run: a fresh index of due one-off tasks; N workers (each its own store and HTTP client, capacity {WORKER_CAPACITY}) claim them, run a no-op handler and complete them (a conditional delete per task; the worker writes the completions that queue up while a write is in flight as one `_bulk`). Every task is checked to run exactly once and the index to be empty afterwards. Raw: N loops issuing the same search, conditional `_bulk` claim and one `_bulk` of conditional deletes per claimed batch, directly.\n");
             let _ = writeln!(md, "| claimer | workers | tasks/s | vs raw | conflicts | claim p50 | claim p99 |\n|---|---:|---:|---:|---:|---:|---:|");
             for row in &self.drain {
-                let raw = self.drain.iter().find(|r| r.what == "raw requests" && r.workers == row.workers).map(|r| r.tasks_per_sec);
-                let ratio = raw.map(|r| format!("{:.2}", row.tasks_per_sec / r)).unwrap_or_default();
-                let _ = writeln!(md, "| {} | {} | {:.0} | {} | {} | {:.1} ms | {:.1} ms |", row.what, row.workers, row.tasks_per_sec, ratio, row.conflicts, row.claim_p50.as_secs_f64() * 1e3, row.claim_p99.as_secs_f64() * 1e3);
+                let raw = self
+                    .drain
+                    .iter()
+                    .find(|r| r.what == "raw requests" && r.workers == row.workers)
+                    .map(|r| r.tasks_per_sec);
+                let ratio = raw
+                    .map(|r| format!("{:.2}", row.tasks_per_sec / r))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.0} | {} | {} | {:.1} ms | {:.1} ms |",
+                    row.what,
+                    row.workers,
+                    row.tasks_per_sec,
+                    ratio,
+                    row.conflicts,
+                    row.claim_p50.as_secs_f64() * 1e3,
+                    row.claim_p99.as_secs_f64() * 1e3
+                );
             }
-            let _ = writeln!(md, "\n![tasks/s against workers](benchmarks/throughput.svg)\n");
-            if let Some(four) = self.drain.iter().find(|r| r.what == "library, optimistic" && r.workers == 4) {
+            let _ = writeln!(
+                md,
+                "\n![tasks/s against workers](benchmarks/throughput.svg)\n"
+            );
+            if let Some(four) = self
+                .drain
+                .iter()
+                .find(|r| r.what == "library, optimistic" && r.workers == 4)
+            {
                 let _ = writeln!(md, "Target: at least 1,000 tasks/s with 4 workers (50 times the reference system's 20 tasks/s per node). Measured: **{:.0} tasks/s**, {}.\n", four.tasks_per_sec, if four.tasks_per_sec >= 1000.0 { "met" } else { "not met" });
             }
         }
         if let Some(r) = &self.recurring {
             let _ = writeln!(md, "## c. Recurring load\n\n{} recurring tasks every 10 s, phases spread over the interval, 4 workers, {} s. {} runs. Lateness = handler start minus the run's `runAt`. Checked: every task's consecutive runs are exactly one interval apart (none skipped, none doubled).\n", r.tasks, r.secs, r.runs);
-            let _ = writeln!(md, "| p50 | p99 | max |\n|---:|---:|---:|\n| {:.0} ms | {:.0} ms | {:.0} ms |\n", r.late_p50.as_secs_f64() * 1e3, r.late_p99.as_secs_f64() * 1e3, r.late_max.as_secs_f64() * 1e3);
+            let _ = writeln!(
+                md,
+                "| p50 | p99 | max |\n|---:|---:|---:|\n| {:.0} ms | {:.0} ms | {:.0} ms |\n",
+                r.late_p50.as_secs_f64() * 1e3,
+                r.late_p99.as_secs_f64() * 1e3,
+                r.late_max.as_secs_f64() * 1e3
+            );
         }
         let _ = writeln!(md, "## d. Per-task CPU and memory\n");
         if !self.micro.is_empty() {
@@ -710,23 +931,58 @@ fn chart(rows: &[DrainRow]) -> String {
     let y = |v: f64| h - bottom - v / max * (h - bottom - top);
     let mut svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
     let _ = writeln!(svg, "<text x=\"{}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\">Draining due one-off tasks: tasks/s against workers</text>", w / 2.0);
-    let _ = writeln!(svg, "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>", h - bottom, w - right, h - bottom);
-    let _ = writeln!(svg, "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>", h - bottom);
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom,
+        w - right,
+        h - bottom
+    );
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom
+    );
     for workers in WORKER_COUNTS {
-        let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{workers}</text>", x(workers), h - bottom + 16.0);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{workers}</text>",
+            x(workers),
+            h - bottom + 16.0
+        );
     }
-    let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">workers</text>", (left + w - right) / 2.0, h - 12.0);
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">workers</text>",
+        (left + w - right) / 2.0,
+        h - 12.0
+    );
     for i in 0..=4 {
         let v = max * i as f64 / 4.0;
         let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0}</text><line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#ddd\"/>", left - 6.0, y(v) + 4.0, v, y(v), w - right, y(v));
     }
-    let series = [("library, optimistic", "#1f77b4"), ("library, update-by-query", "#ff7f0e"), ("raw requests", "#2ca02c")];
+    let series = [
+        ("library, optimistic", "#1f77b4"),
+        ("library, update-by-query", "#ff7f0e"),
+        ("raw requests", "#2ca02c"),
+    ];
     for (i, (name, color)) in series.iter().enumerate() {
-        let points: Vec<String> = rows.iter().filter(|r| r.what == *name).map(|r| format!("{:.1},{:.1}", x(r.workers), y(r.tasks_per_sec))).collect();
-        let _ = writeln!(svg, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>", points.join(" "));
+        let points: Vec<String> = rows
+            .iter()
+            .filter(|r| r.what == *name)
+            .map(|r| format!("{:.1},{:.1}", x(r.workers), y(r.tasks_per_sec)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            points.join(" ")
+        );
         for p in &points {
             let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
-            let _ = writeln!(svg, "<circle cx=\"{px}\" cy=\"{py}\" r=\"3\" fill=\"{color}\"/>");
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{px}\" cy=\"{py}\" r=\"3\" fill=\"{color}\"/>"
+            );
         }
         let ly = top + 20.0 + i as f64 * 20.0;
         let _ = writeln!(svg, "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\">{name}</text>", w - right + 10.0, w - right + 30.0, w - right + 36.0, ly + 4.0);

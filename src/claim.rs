@@ -204,7 +204,7 @@ pub fn claim_patch(
         status: Some(TaskStatus::Running),
         owner_id: Some(Some(owner_id.to_owned())),
         started_at: Some(Some(now)),
-        retry_at: Some(Some(now + lease)),
+        retry_at: Some(Some(crate::outcome::add_clamped(now, lease))),
         attempts: Some(task.attempts.saturating_add(1)),
         ..TaskPatch::default()
     }

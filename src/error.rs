@@ -244,21 +244,73 @@ impl Error {
             Error::Conflict { id } => Error::Conflict { id: id.clone() },
             Error::NotFound { id } => Error::NotFound { id: id.clone() },
             Error::AlreadyExists { id } => Error::AlreadyExists { id: id.clone() },
-            Error::InvalidTask { field, reason } => Error::InvalidTask { field, reason: reason.clone() },
-            Error::InvalidQuery { field, reason } => Error::InvalidQuery { field, reason: reason.clone() },
-            Error::InvalidInterval { input, reason } => Error::InvalidInterval { input: input.clone(), reason },
-            Error::InvalidVersion { input, reason } => Error::InvalidVersion { input: input.clone(), reason },
-            Error::Decode { id, field, reason } => Error::Decode { id: id.clone(), field: field.clone(), reason: reason.clone() },
-            Error::IndexMissing { index } => Error::IndexMissing { index: index.clone() },
-            Error::MappingMismatch { index, mismatches } => Error::MappingMismatch { index: index.clone(), mismatches: mismatches.clone() },
-            Error::Blocked { status, reason } => Error::Blocked { status: *status, reason: reason.clone() },
-            Error::Overloaded { status, retry_after, reason } => Error::Overloaded { status: *status, retry_after: *retry_after, reason: reason.clone() },
-            Error::TooLarge { reason } => Error::TooLarge { reason: reason.clone() },
-            Error::Timeout { reason } => Error::Timeout { reason: reason.clone() },
-            Error::Transport { source } => Error::Transport { source: source.to_string().into() },
-            Error::MalformedResponse { status, reason } => Error::MalformedResponse { status: *status, reason: reason.clone() },
-            Error::Engine { status, error_type, reason } => Error::Engine { status: *status, error_type: error_type.clone(), reason: reason.clone() },
-            Error::Config { key, reason } => Error::Config { key: key.clone(), reason: reason.clone() },
+            Error::InvalidTask { field, reason } => Error::InvalidTask {
+                field,
+                reason: reason.clone(),
+            },
+            Error::InvalidQuery { field, reason } => Error::InvalidQuery {
+                field,
+                reason: reason.clone(),
+            },
+            Error::InvalidInterval { input, reason } => Error::InvalidInterval {
+                input: input.clone(),
+                reason,
+            },
+            Error::InvalidVersion { input, reason } => Error::InvalidVersion {
+                input: input.clone(),
+                reason,
+            },
+            Error::Decode { id, field, reason } => Error::Decode {
+                id: id.clone(),
+                field: field.clone(),
+                reason: reason.clone(),
+            },
+            Error::IndexMissing { index } => Error::IndexMissing {
+                index: index.clone(),
+            },
+            Error::MappingMismatch { index, mismatches } => Error::MappingMismatch {
+                index: index.clone(),
+                mismatches: mismatches.clone(),
+            },
+            Error::Blocked { status, reason } => Error::Blocked {
+                status: *status,
+                reason: reason.clone(),
+            },
+            Error::Overloaded {
+                status,
+                retry_after,
+                reason,
+            } => Error::Overloaded {
+                status: *status,
+                retry_after: *retry_after,
+                reason: reason.clone(),
+            },
+            Error::TooLarge { reason } => Error::TooLarge {
+                reason: reason.clone(),
+            },
+            Error::Timeout { reason } => Error::Timeout {
+                reason: reason.clone(),
+            },
+            Error::Transport { source } => Error::Transport {
+                source: source.to_string().into(),
+            },
+            Error::MalformedResponse { status, reason } => Error::MalformedResponse {
+                status: *status,
+                reason: reason.clone(),
+            },
+            Error::Engine {
+                status,
+                error_type,
+                reason,
+            } => Error::Engine {
+                status: *status,
+                error_type: error_type.clone(),
+                reason: reason.clone(),
+            },
+            Error::Config { key, reason } => Error::Config {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
             Error::LeaseLost { id } => Error::LeaseLost { id: id.clone() },
             Error::Removed { id } => Error::Removed { id: id.clone() },
         }

@@ -101,17 +101,34 @@ pub enum Completion {
     Update(Box<TaskPatch>),
 }
 
-/// The first `run_at + k * interval` (k >= 1) strictly after `now`.
+/// The latest instant a stored date can hold (year 9999).
+fn latest_storable() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t + delta`, but never past the latest storable date.
+pub(crate) fn add_clamped(t: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
+    t.checked_add_signed(delta)
+        .filter(|sum| *sum <= latest_storable())
+        .unwrap_or_else(latest_storable)
+}
+
+/// The first `run_at + k * interval` (k >= 1) strictly after `now` (never past year 9999).
 #[must_use]
 pub fn next_run_at(run_at: DateTime<Utc>, interval: Interval, now: DateTime<Utc>) -> DateTime<Utc> {
     let step = interval.as_time_delta();
-    let next = run_at + step;
+    let next = add_clamped(run_at, step);
     if next > now {
         return next;
     }
     let behind = (now - run_at).num_milliseconds();
     let k = behind / step.num_milliseconds() + 1;
-    run_at + TimeDelta::milliseconds(k * step.num_milliseconds())
+    add_clamped(
+        run_at,
+        TimeDelta::milliseconds(k.saturating_mul(step.num_milliseconds())),
+    )
 }
 
 /// The write after a successful run at `now` that returned `state`.
@@ -155,10 +172,10 @@ pub fn on_failure(
 ) -> TaskPatch {
     if task.is_recurring() || task.attempts < policy.max_attempts {
         let delay = policy.delay(task.attempts.max(1), jitter);
-        let delay = TimeDelta::from_std(delay).unwrap_or(TimeDelta::hours(1));
+        let delay = TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
         TaskPatch {
             status: Some(TaskStatus::Idle),
-            run_at: Some(now + delay),
+            run_at: Some(add_clamped(now, delay)),
             ..released()
         }
     } else {
@@ -184,7 +201,7 @@ pub fn on_release(task: &ConcreteTaskInstance) -> TaskPatch {
 #[must_use]
 pub fn on_renewal(now: DateTime<Utc>, lease: TimeDelta) -> TaskPatch {
     TaskPatch {
-        retry_at: Some(Some(now + lease)),
+        retry_at: Some(Some(add_clamped(now, lease))),
         ..TaskPatch::default()
     }
 }
@@ -245,6 +262,21 @@ mod tests {
             next_run_at(task.run_at, "5m".parse().unwrap(), at(13, 59, 59)),
             at(14, 0, 0)
         );
+    }
+
+    #[test]
+    fn date_arithmetic_never_overflows_or_leaves_the_storable_range() {
+        let far = DateTime::<Utc>::MAX_UTC - TimeDelta::days(10);
+        let mut task = recurring(at(12, 0, 0));
+        task.run_at = far;
+        assert!(next_run_at(far, "36500d".parse().unwrap(), far) <= latest_storable());
+        let policy = RetryPolicy {
+            first_delay: Duration::from_secs(10u64.pow(13)),
+            max_delay: Duration::from_secs(10u64.pow(13)),
+            ..RetryPolicy::default()
+        };
+        let patch = on_failure(&task, at(12, 0, 0), "x", &policy, 1.0);
+        assert_eq!(patch.run_at, Some(latest_storable()));
     }
 
     #[test]

@@ -60,11 +60,35 @@ pub struct TaskPatch {
 impl TaskPatch {
     /// Refuses values that must never be stored.
     pub fn validate(&self) -> Result<(), Error> {
+        use crate::task::{validate_date, validate_keyword, validate_payload};
         if self.status == Some(TaskStatus::ShouldDelete) {
             return Err(Error::invalid_task(
                 "status",
                 "should_delete is an outcome and is never stored",
             ));
+        }
+        let dates = [
+            ("runAt", self.run_at),
+            ("scheduledAt", self.scheduled_at),
+            ("startedAt", self.started_at.flatten()),
+            ("retryAt", self.retry_at.flatten()),
+        ];
+        for (field, date) in dates {
+            if let Some(date) = date {
+                validate_date(field, date)?;
+            }
+        }
+        if let Some(Some(owner)) = &self.owner_id {
+            validate_keyword("ownerId", owner)?;
+        }
+        if let Some(params) = &self.params {
+            validate_payload("params", params)?;
+        }
+        if let Some(state) = &self.state {
+            validate_payload("state", state)?;
+        }
+        if self.attempts.is_some_and(|a| i32::try_from(a).is_err()) {
+            return Err(Error::invalid_task("attempts", "is too large"));
         }
         Ok(())
     }

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::clock::truncate_to_millis;
 use crate::error::Error;
 use crate::interval::Interval;
 use crate::version::Version;
@@ -234,9 +235,9 @@ pub struct TaskInstance {
     pub run_at: Option<DateTime<Utc>>,
     /// A recurring task has a schedule.
     pub schedule: Option<Schedule>,
-    /// Caller input; must be a JSON object.
+    /// Caller input; must be a JSON object (`null` is taken as `{}`), nested at most 100 deep.
     pub params: Value,
-    /// Initial state; must be a JSON object.
+    /// Initial state; must be a JSON object (`null` is taken as `{}`), nested at most 100 deep.
     pub state: Value,
     /// Groups tasks for queries.
     pub scope: Vec<String>,
@@ -251,6 +252,9 @@ pub struct TaskInstance {
     /// Per-task run timeout (one-off tasks).
     pub timeout_override: Option<Interval>,
 }
+
+// Note: empty `user` and `traceparent` strings are stored as given but read back as `None`,
+// as Kibana writes `""` for "none".
 
 impl TaskInstance {
     /// A task of the given type with every other field at its default.
@@ -356,14 +360,15 @@ impl TaskInstance {
     /// The stored form of this task at `now`: defaults filled in, status `idle`, no attempts.
     /// Fails with [`Error::InvalidTask`] naming the field when a rule is broken.
     pub fn into_concrete(self, now: DateTime<Utc>) -> Result<ConcreteTaskInstance, Error> {
-        validate_task_type(&self.task_type)?;
         let params = into_object("params", self.params)?;
         let state = into_object("state", self.state)?;
-        Ok(ConcreteTaskInstance {
+        let task = ConcreteTaskInstance {
             id: self.id.unwrap_or_else(TaskId::random),
             task_type: self.task_type,
-            scheduled_at: self.scheduled_at.unwrap_or(now),
-            run_at: self.run_at.unwrap_or(now),
+            // Stored dates have millisecond precision; keep what is returned equal to what is
+            // read back.
+            scheduled_at: truncate_to_millis(self.scheduled_at.unwrap_or(now)),
+            run_at: truncate_to_millis(self.run_at.unwrap_or(now)),
             started_at: None,
             retry_at: None,
             schedule: self.schedule,
@@ -380,13 +385,69 @@ impl TaskInstance {
             timeout_override: self.timeout_override,
             last_error: None,
             version: None,
-        })
+        };
+        task.validate()?;
+        Ok(task)
     }
 }
+
+/// Longest keyword value (task type, scope entry, owner id), in bytes. The engine refuses
+/// indexed terms over 32,766 bytes; anything near that is a mistake.
+pub const MAX_KEYWORD_BYTES: usize = 1_000;
+
+/// Deepest nesting of `params` and `state`: the JSON reader refuses to read back more than
+/// 128 levels, so a deeper payload would be stored but unreadable.
+pub const MAX_PAYLOAD_DEPTH: usize = 100;
 
 fn validate_task_type(task_type: &str) -> Result<(), Error> {
     if task_type.trim().is_empty() {
         return Err(Error::invalid_task("taskType", "must not be empty"));
+    }
+    validate_keyword("taskType", task_type)
+}
+
+pub(crate) fn validate_keyword(field: &'static str, value: &str) -> Result<(), Error> {
+    if value.len() > MAX_KEYWORD_BYTES {
+        return Err(Error::invalid_task(
+            field,
+            format!(
+                "must be at most {MAX_KEYWORD_BYTES} bytes, got {}",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Dates are stored with a four-digit year.
+pub(crate) fn validate_date(field: &'static str, t: DateTime<Utc>) -> Result<(), Error> {
+    use chrono::Datelike;
+    if (0..=9999).contains(&t.year()) {
+        Ok(())
+    } else {
+        Err(Error::invalid_task(
+            field,
+            format!("{t} is outside the storable years 0000 to 9999"),
+        ))
+    }
+}
+
+/// `params` or `state` nested deeper than can be read back.
+pub(crate) fn validate_payload(field: &'static str, map: &Map<String, Value>) -> Result<(), Error> {
+    // Iterative, so a hostile payload cannot overflow the stack here.
+    let mut stack: Vec<(&Value, usize)> = map.values().map(|v| (v, 2)).collect();
+    while let Some((value, depth)) = stack.pop() {
+        if depth > MAX_PAYLOAD_DEPTH {
+            return Err(Error::invalid_task(
+                field,
+                format!("is nested deeper than {MAX_PAYLOAD_DEPTH} levels"),
+            ));
+        }
+        match value {
+            Value::Object(o) => stack.extend(o.values().map(|v| (v, depth + 1))),
+            Value::Array(a) => stack.extend(a.iter().map(|v| (v, depth + 1))),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -469,6 +530,28 @@ impl ConcreteTaskInstance {
     /// Checks the rules a stored task must satisfy before it is written.
     pub fn validate(&self) -> Result<(), Error> {
         validate_task_type(&self.task_type)?;
+        for scope in &self.scope {
+            validate_keyword("scope", scope)?;
+        }
+        if let Some(owner) = &self.owner_id {
+            validate_keyword("ownerId", owner)?;
+        }
+        validate_date("scheduledAt", self.scheduled_at)?;
+        validate_date("runAt", self.run_at)?;
+        if let Some(t) = self.started_at {
+            validate_date("startedAt", t)?;
+        }
+        if let Some(t) = self.retry_at {
+            validate_date("retryAt", t)?;
+        }
+        validate_payload("params", &self.params)?;
+        validate_payload("state", &self.state)?;
+        if i32::try_from(self.attempts).is_err() {
+            return Err(Error::invalid_task(
+                "attempts",
+                format!("{} is too large", self.attempts),
+            ));
+        }
         if self.status == TaskStatus::ShouldDelete {
             return Err(Error::invalid_task(
                 "status",
@@ -480,7 +563,7 @@ impl ConcreteTaskInstance {
 
     /// The version, or [`Error::InvalidTask`] for a task that was never stored.
     pub fn require_version(&self) -> Result<Version, Error> {
-        self.version.ok_or_else(|| {
+        let version = self.version.ok_or_else(|| {
             Error::invalid_task(
                 "version",
                 format!(
@@ -488,7 +571,9 @@ impl ConcreteTaskInstance {
                     self.id
                 ),
             )
-        })
+        })?;
+        version.check()?;
+        Ok(version)
     }
 }
 
@@ -553,6 +638,79 @@ mod tests {
     }
 
     #[test]
+    fn unstorable_values_are_rejected_naming_the_field() {
+        use chrono::TimeZone;
+        let far = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
+        let err = TaskInstance::new("t")
+            .with_run_at(far)
+            .into_concrete(Utc::now())
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidTask { field: "runAt", .. }),
+            "{err:?}"
+        );
+        let mut deep = json!(1);
+        for _ in 0..150 {
+            deep = json!([deep]);
+        }
+        let err = TaskInstance::new("t")
+            .with_params(json!({ "x": deep }))
+            .into_concrete(Utc::now())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidTask {
+                    field: "params",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = TaskInstance::new("x".repeat(2000))
+            .into_concrete(Utc::now())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidTask {
+                    field: "taskType",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = TaskInstance::new("t")
+            .with_scope(["y".repeat(2000)])
+            .into_concrete(Utc::now())
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidTask { field: "scope", .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn user_dates_are_truncated_to_stored_precision() {
+        let t = Utc::now();
+        let task = TaskInstance::new("t")
+            .with_run_at(t)
+            .into_concrete(t)
+            .unwrap();
+        assert_eq!(task.run_at, truncate_to_millis(t));
+    }
+
+    #[test]
+    fn a_hand_built_out_of_range_version_is_refused() {
+        let mut task = TaskInstance::new("t").into_concrete(Utc::now()).unwrap();
+        task.version = Some(Version::new(-2, 0));
+        assert!(matches!(
+            task.require_version(),
+            Err(Error::InvalidVersion { .. })
+        ));
+    }
+
+    #[test]
     fn empty_task_type_is_rejected() {
         let err = TaskInstance::new(" ")
             .into_concrete(Utc::now())
@@ -568,7 +726,7 @@ mod tests {
 
     #[test]
     fn defaults_are_filled_in() {
-        let now = Utc::now();
+        let now = truncate_to_millis(Utc::now());
         let task = TaskInstance::new("t").into_concrete(now).unwrap();
         assert_eq!(task.run_at, now);
         assert_eq!(task.scheduled_at, now);

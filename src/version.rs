@@ -44,6 +44,20 @@ impl Version {
         }
     }
 
+    /// Checks that this can be a stored version (`seq_no >= 0`, `primary_term >= 1`). Every
+    /// conditional write checks it: the engine reads some out-of-range values as "no
+    /// condition", which would turn a conditional write into an unconditional one.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.seq_no >= 0 && self.primary_term >= 1 {
+            Ok(())
+        } else {
+            Err(invalid(
+                &format!("[{},{}]", self.seq_no, self.primary_term),
+                "seq_no must be >= 0 and primary_term >= 1",
+            ))
+        }
+    }
+
     /// Kibana's token: base64 of `[seq_no,primary_term]`.
     #[must_use]
     pub fn token(&self) -> String {

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 
 use super::classify::{classify, Context};
 use super::document::write_document;
-use crate::task::ConcreteTaskInstance;
 use crate::error::Error;
+use crate::task::ConcreteTaskInstance;
 use crate::version::Version;
 
 /// A `_bulk` body under construction.
@@ -43,7 +43,12 @@ impl BulkBody {
     }
 
     /// Replace the whole document, if it is still at `version`.
-    pub(crate) fn index_if(&mut self, task: &ConcreteTaskInstance, version: Version, now: DateTime<Utc>) {
+    pub(crate) fn index_if(
+        &mut self,
+        task: &ConcreteTaskInstance,
+        version: Version,
+        now: DateTime<Utc>,
+    ) {
         self.line(&json!({ "index": conditional(&task.id.document_id(), version) }));
         self.document(task, now);
     }
@@ -105,7 +110,8 @@ impl BulkItem {
     pub(crate) fn into_result(self, ctx: Context<'_>) -> Result<Option<Version>, Error> {
         match self.error {
             None if (200..300).contains(&self.status) => Ok(self.version),
-            None => Err(classify(self.status, None, &Value::Null, ctx)),
+            // An engine item without an error object, such as a delete's `not_found`.
+            None => Err(classify(self.status, None, &json!({}), ctx)),
             Some(error) => Err(classify(self.status, None, &error, ctx)),
         }
     }

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use super::bulk::BulkBody;
 use super::classify::Context;
 use super::client::Body;
+use super::document::encode_patch;
 use super::document::format_date;
 use super::query;
-use super::document::encode_patch;
 use super::store::{decode_hit, hits_of, ElasticsearchTaskStore};
 use crate::claim::{claim_patch, lease_delta, ClaimRequest, ClaimResult, ClaimStrategy};
 use crate::error::{Error, Result};
@@ -69,7 +69,10 @@ impl ElasticsearchTaskStore {
         now: DateTime<Utc>,
     ) -> Result<ClaimResult> {
         let mut result = ClaimResult::default();
-        let window = (request.capacity * self.claim_oversampling).clamp(MIN_WINDOW, 10_000);
+        let window = request
+            .capacity
+            .saturating_mul(self.claim_oversampling)
+            .clamp(MIN_WINDOW, 10_000);
         let mut tried: HashSet<String> = HashSet::new();
         let mut candidates = VecDeque::new();
         let mut searches = 0;

@@ -72,13 +72,16 @@ pub(crate) fn classify(
     if status != 503 && has_type(error, "cluster_block_exception") {
         return Error::Blocked { status, reason };
     }
+    // A 404 or 409 is a verdict on the task only when the engine said so in JSON; an HTML page
+    // from a proxy or a wrong URL prefix is not.
+    let from_engine = error.is_object();
     match (status, error_type.as_str()) {
         (404, "index_not_found_exception") => Error::IndexMissing {
             index: ctx.index.to_owned(),
         },
-        (404, _) if ctx.op != Op::Index => Error::NotFound { id: id() },
-        (409, _) if ctx.op == Op::Create => Error::AlreadyExists { id: id() },
-        (409, _) if ctx.op == Op::Task => Error::Conflict { id: id() },
+        (404, _) if from_engine && ctx.op != Op::Index => Error::NotFound { id: id() },
+        (409, _) if from_engine && ctx.op == Op::Create => Error::AlreadyExists { id: id() },
+        (409, _) if from_engine && ctx.op == Op::Task => Error::Conflict { id: id() },
         (429 | 503, _) => Error::Overloaded {
             status,
             retry_after,
@@ -176,6 +179,21 @@ mod tests {
             classify(409, None, &e, Context::task("i", "a")),
             Error::Conflict { id } if id == "a"
         ));
+    }
+
+    #[test]
+    fn a_404_page_that_is_not_json_is_not_a_missing_task() {
+        let page = Value::String("<html><body>404 Not Found</body></html>".into());
+        for ctx in [Context::task("i", "a"), Context::create("i", "a")] {
+            assert!(matches!(
+                classify(404, None, &page, ctx),
+                Error::Engine { status: 404, .. }
+            ));
+            assert!(matches!(
+                classify(409, None, &page, ctx),
+                Error::Engine { status: 409, .. }
+            ));
+        }
     }
 
     #[test]

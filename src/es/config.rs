@@ -130,7 +130,7 @@ pub enum Auth {
 /// assert!(!format!("{store:?}").contains("changeme"));
 /// # Ok::<(), es_task_store::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreBuilder {
     pub(crate) url: String,
     pub(crate) index: String,
@@ -143,6 +143,30 @@ pub struct StoreBuilder {
     pub(crate) require_alias: bool,
     pub(crate) claim_strategy: ClaimStrategy,
     pub(crate) claim_oversampling: usize,
+}
+
+impl fmt::Debug for StoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry credentials (user:password@ or a query string): show neither.
+        let url = redact_url_text(&self.url);
+        let url = url
+            .split_once('?')
+            .map_or(url.as_str(), |(base, _)| base)
+            .to_owned();
+        f.debug_struct("StoreBuilder")
+            .field("url", &url)
+            .field("index", &self.index)
+            .field("auth", &self.auth)
+            .field("ca_cert_path", &self.ca_cert_path)
+            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(|_| "[pem]"))
+            .field("refresh", &self.refresh)
+            .field("request_timeout", &self.request_timeout)
+            .field("clock", &self.clock)
+            .field("require_alias", &self.require_alias)
+            .field("claim_strategy", &self.claim_strategy)
+            .field("claim_oversampling", &self.claim_oversampling)
+            .finish()
+    }
 }
 
 impl Default for StoreBuilder {
@@ -329,6 +353,22 @@ impl StoreBuilder {
     /// Builds the store. Makes no request.
     pub fn build(self) -> Result<crate::ElasticsearchTaskStore, Error> {
         validate_index_name(&self.index)?;
+        if self.request_timeout.is_zero() {
+            return Err(Error::Config {
+                key: "request_timeout".into(),
+                reason: "must be greater than zero".into(),
+            });
+        }
+        if let Some(Auth::ApiKey(key)) = &self.auth {
+            // Refused here rather than when the first request builds its header.
+            let printable = key.expose().bytes().all(|b| (0x21..0x7f).contains(&b));
+            if !printable || key.expose().is_empty() {
+                return Err(Error::Config {
+                    key: "ELASTICSEARCH_API_KEY".into(),
+                    reason: "must be the printable base64 `encoded` value the engine issued".into(),
+                });
+            }
+        }
         let (url, auth) = self.connection()?;
         let mut transport =
             TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(self.request_timeout);
@@ -492,6 +532,17 @@ mod tests {
         assert!(!format!("{builder:?}").contains("hunter2"));
         let store = builder.clone().build().unwrap();
         assert!(!format!("{store:?}").contains("hunter2"));
+        let in_url = StoreBuilder::new()
+            .with_env(env(&[(
+                "ELASTICSEARCH_URL",
+                "https://elastic:S3cretPW@example.test:9243/?token=abc",
+            )]))
+            .unwrap();
+        let debug = format!("{in_url:?}");
+        assert!(
+            !debug.contains("S3cretPW") && !debug.contains("token=abc"),
+            "{debug}"
+        );
         let keyed = StoreBuilder::new()
             .with_api_key("c2VjcmV0LWFwaS1rZXk=")
             .build()
@@ -523,6 +574,16 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(!err.to_string().contains("topsecret"), "{err}");
+        let err = StoreBuilder::new()
+            .with_api_key("abc\nX-Evil: 1")
+            .build()
+            .unwrap_err();
+        assert!(matches!(&err, Error::Config { key, .. } if key == "ELASTICSEARCH_API_KEY"));
+        let err = StoreBuilder::new()
+            .with_request_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(matches!(&err, Error::Config { key, .. } if key == "request_timeout"));
         let err = StoreBuilder::new()
             .with_ca_cert_pem(b"not a cert".to_vec())
             .build()

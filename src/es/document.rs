@@ -97,7 +97,9 @@ fn task_fields(task: &ConcreteTaskInstance) -> TaskFields<'_> {
         run_at: Date(task.run_at),
         started_at: task.started_at.map(Date),
         retry_at: task.retry_at.map(Date),
-        schedule: task.schedule.map(|s| ScheduleFields { interval: s.interval }),
+        schedule: task.schedule.map(|s| ScheduleFields {
+            interval: s.interval,
+        }),
         params: object_string(&task.params),
         state: object_string(&task.state),
         scope: &task.scope,
@@ -139,7 +141,6 @@ pub fn write_document(buf: &mut Vec<u8>, task: &ConcreteTaskInstance, now: DateT
     // Serializing strings, numbers and maps of JSON values into a Vec cannot fail.
     let _ = serde_json::to_writer(buf, &document_fields(task, now));
 }
-
 
 fn object_string(map: &Map<String, Value>) -> String {
     // Serializing a map of JSON values cannot fail.

@@ -57,10 +57,12 @@ impl ElasticsearchTaskStore {
         task: &mut ConcreteTaskInstance,
         lease: std::time::Duration,
     ) -> Result<Version> {
-        let lease = TimeDelta::from_std(lease).map_err(|_| Error::InvalidQuery {
-            field: "lease",
-            reason: format!("{lease:?} is too long"),
-        })?;
+        let lease = crate::claim::lease_delta(lease)
+            .filter(|l| *l > TimeDelta::zero())
+            .ok_or_else(|| Error::InvalidQuery {
+                field: "lease",
+                reason: format!("must be greater than zero and at most 365 days, got {lease:?}"),
+            })?;
         let patch = on_renewal(self.now(), lease);
         let version = self.lease_write(task, &patch).await?;
         patch.apply_to(task);

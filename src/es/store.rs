@@ -603,6 +603,7 @@ impl ElasticsearchTaskStore {
         patch: &TaskPatch,
     ) -> Result<Version> {
         patch.validate()?;
+        version.check()?;
         let (mut params, seq_no, term) = self.write_params_if(version);
         params.push(("if_seq_no", &seq_no));
         params.push(("if_primary_term", &term));
@@ -735,4 +736,3 @@ pub(crate) fn decode_hit(hit: &Value) -> Result<ConcreteTaskInstance> {
     };
     decode_document(doc_id, version, &hit["_source"])
 }
-

@@ -45,13 +45,19 @@ impl Completions {
     }
 
     /// Writes one completion (batched with others) and returns its result.
-    pub(crate) async fn write(&self, task: ConcreteTaskInstance, completion: Completion) -> Result<Option<Version>, Error> {
+    pub(crate) async fn write(
+        &self,
+        task: ConcreteTaskInstance,
+        completion: Completion,
+    ) -> Result<Option<Version>, Error> {
         let (reply, answer) = oneshot::channel();
         let id = task.id.to_string();
         let stopped = || Error::Transport {
             source: format!("the completion writer stopped before writing task {id}").into(),
         };
-        self.queue.send((task, completion, reply)).map_err(|_| stopped())?;
+        self.queue
+            .send((task, completion, reply))
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -62,7 +68,8 @@ async fn write_loop(
 ) {
     let mut batch = Vec::with_capacity(64);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (items, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|(t, c, r)| ((t, c), r)).unzip();
+        let (items, replies): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|(t, c, r)| ((t, c), r)).unzip();
         let results = write_with_retries(&store, &items).await;
         for (reply, result) in replies.into_iter().zip(results) {
             // The run may have been dropped meanwhile; nobody waits for its result then.
@@ -81,7 +88,9 @@ async fn write_with_retries(
         match store.complete_batch(items).await {
             Ok(results) => return results,
             Err(e) if e.is_transient() && attempt < RETRY.max_attempts => {
-                let delay = e.retry_after().unwrap_or_else(|| RETRY.delay(attempt, fastrand::f64()));
+                let delay = e
+                    .retry_after()
+                    .unwrap_or_else(|| RETRY.delay(attempt, fastrand::f64()));
                 tracing::debug!(error = %e, attempt, ?delay, "completion batch failed; retrying");
                 tokio::time::sleep(delay.min(RETRY.max_delay)).await;
             }

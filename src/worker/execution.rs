@@ -107,7 +107,10 @@ async fn write_outcome(
 ) {
     let now = store.now();
     let (completion, counter) = match end {
-        RunEnd::Finished(Ok(output)) => (on_success(&task, now, output.state, output.next), &counters.succeeded),
+        RunEnd::Finished(Ok(output)) => (
+            on_success(&task, now, output.state, output.next),
+            &counters.succeeded,
+        ),
         RunEnd::Finished(Err(error)) => failure(definition, &task, &error, now, counters),
         RunEnd::TimedOut(after) => {
             WorkerCounters::add(&counters.timed_out, 1);
@@ -115,7 +118,10 @@ async fn write_outcome(
             failure(definition, &task, &error, now, counters)
         }
         RunEnd::LeaseLost(e) => return lease_lost(&e, counters),
-        RunEnd::Stopped => (Completion::Update(Box::new(on_release(&task))), &counters.released),
+        RunEnd::Stopped => (
+            Completion::Update(Box::new(on_release(&task))),
+            &counters.released,
+        ),
     };
     match completions.write(task, completion).await {
         Ok(_) => WorkerCounters::add(counter, 1),
@@ -151,6 +157,10 @@ fn failure<'c>(
     let ends_failed = !task.is_recurring() && task.attempts >= policy.max_attempts;
     tracing::debug!(error = %error, ends_failed, "run failed");
     let patch = on_failure(task, now, &error.message, &policy, fastrand::f64());
-    let counter = if ends_failed { &counters.failed } else { &counters.retried };
+    let counter = if ends_failed {
+        &counters.failed
+    } else {
+        &counters.retried
+    };
     (Completion::Update(Box::new(patch)), counter)
 }

@@ -320,7 +320,10 @@ impl Worker {
                     } else if result.conflicts > 0 {
                         // Other claimers took candidates first: more work is likely there.
                         // Claim again soon, at a random offset so claimers fall out of step.
-                        (Wait::For(CONTENTION_DELAY.mul_f64(fastrand::f64())), Mode::Busy)
+                        (
+                            Wait::For(CONTENTION_DELAY.mul_f64(fastrand::f64())),
+                            Mode::Busy,
+                        )
                     } else if got == 0 && result.candidates == 0 {
                         (Wait::For(self.idle_interval), Mode::Idle)
                     } else {
