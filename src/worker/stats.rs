@@ -92,7 +92,6 @@ impl WorkerCounters {
     }
 
     /// The counters now.
-    #[must_use]
     pub fn snapshot(&self) -> WorkerStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let latency = self.latency();
