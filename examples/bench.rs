@@ -70,8 +70,11 @@ async fn main() -> Result<(), BoxError> {
     let quick = args.iter().any(|a| a == "--quick");
     let sizes = if quick { QUICK } else { FULL };
     let raw = Raw::new(&url)?;
-    let mut report = Report::default();
-    report.machine = machine(&raw).await?;
+    let mut report = Report {
+        machine: machine(&raw).await?,
+        quick,
+        ..Report::default()
+    };
     eprintln!("bench: {}", report.machine.replace('\n', "; "));
 
     eprintln!(
@@ -114,7 +117,6 @@ async fn main() -> Result<(), BoxError> {
     );
     report.rss = Some(rss_of_probe(&url, sizes.rss_tasks)?);
     report.micro = read_criterion();
-    report.quick = quick;
 
     std::fs::create_dir_all("benchmarks")?;
     std::fs::write("benchmarks/throughput.svg", chart(&report.drain))?;
@@ -583,6 +585,9 @@ async fn drain_raw(raw: &Raw, n: usize, loops: usize) -> Result<DrainRow, BoxErr
 
 // ----- c. recurring load -----
 
+/// One run of a recurring task: id, its `runAt`, when the handler started.
+type RecurringRun = (String, DateTime<Utc>, DateTime<Utc>);
+
 struct RecurringResult {
     tasks: usize,
     secs: u64,
@@ -613,7 +618,7 @@ async fn recurring_bench(
         })
         .collect();
     load(raw, &index, &tasks).await?;
-    let runs: Arc<Mutex<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>> = Arc::default();
+    let runs: Arc<Mutex<Vec<RecurringRun>>> = Arc::default();
     let mut shutdowns = Vec::new();
     let mut handles = Vec::new();
     for w in 0..4 {
