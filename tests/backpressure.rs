@@ -176,7 +176,7 @@ async fn retry_after_is_honoured() {
         started.elapsed()
     );
     shutdown.shutdown();
-    handle.await.unwrap();
+    let _stats = handle.await.unwrap();
 }
 
 #[tokio::test]

@@ -46,7 +46,6 @@ impl Default for WorkerCounters {
 
 /// The counters at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[must_use]
 pub struct WorkerStats {
     /// Tasks claimed.
     pub claimed: u64,
