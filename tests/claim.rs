@@ -516,3 +516,47 @@ async fn unrecognized_types_are_marked_and_stuck_tasks_listed() {
         .all(|t| t.owner_id.as_deref() == Some("crashed-worker")));
     store.delete_index().await.unwrap();
 }
+
+#[tokio::test]
+async fn unreadable_documents_never_block_claims() {
+    let (store, _clock) = manual_store("unreadable", ClaimStrategy::Optimistic).await;
+    let raw = Raw::new();
+    // 30 documents ahead of everything (highest priority) that cannot be read as tasks.
+    let mut doc: Value = serde_json::from_str(include_str!("fixtures/kibana_task.json")).unwrap();
+    doc["task"]["taskType"] = json!("job");
+    doc["task"]["schedule"]["interval"] = json!("PT1M");
+    doc["task"]["priority"] = json!(i32::MAX);
+    for i in 0..30 {
+        let (status, body) = raw
+            .send(
+                Method::Put,
+                &format!("/{}/_doc/task:bad-{i}", store.index()),
+                Some(doc.clone()),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    schedule_due(&store, "job", 5, "good").await;
+    let mut claimed = 0;
+    let mut skipped = 0;
+    for _ in 0..2 {
+        let claim = store
+            .claim(&request("me", &["job"]).with_capacity(5))
+            .await
+            .unwrap();
+        claimed += claim.claimed.len();
+        skipped += claim.skipped.len();
+    }
+    assert_eq!(
+        claimed, 5,
+        "the readable tasks are claimed despite the unreadable ones"
+    );
+    assert!(
+        skipped >= 20,
+        "unreadable documents are reported: {skipped}"
+    );
+    // Reported once, then left out of this store's searches.
+    let again = store.claim(&request("me", &["job"])).await.unwrap();
+    assert!(again.skipped.is_empty());
+    store.delete_index().await.unwrap();
+}

@@ -77,8 +77,8 @@ fn rejected_execution() -> Value {
 #[tokio::test]
 async fn version_conflict_on_update_is_conflict_with_the_task_id() {
     let server = MockServer::start().await;
-    Mock::given(method("PUT"))
-        .and(path("/tasks/_doc/task%3Aa"))
+    Mock::given(method("POST"))
+        .and(path("/tasks/_update/task%3Aa"))
         .and(query_param("if_seq_no", "5"))
         .and(query_param("if_primary_term", "1"))
         .respond_with(raw_json(
@@ -471,8 +471,8 @@ async fn flood_stage_block_429_is_blocked_not_overloaded() {
     let reason =
         "index [tasks-000001] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage \
                   watermark, index has read-only-allow-delete block];";
-    Mock::given(method("PUT"))
-        .and(path("/tasks/_doc/task%3Aa"))
+    Mock::given(method("POST"))
+        .and(path("/tasks/_update/task%3Aa"))
         .respond_with(es_error(
             429,
             json!({ "type": "cluster_block_exception", "reason": reason }),

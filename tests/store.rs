@@ -754,3 +754,47 @@ async fn a_concrete_index_is_refused_when_writes_require_an_alias() {
     raw.send(Method::Delete, &format!("/{}", store.index()), None)
         .await;
 }
+
+#[tokio::test]
+async fn updates_keep_the_fields_kibana_wrote_that_the_store_does_not_model() {
+    let store = store("kibana-fields").await;
+    let raw = Raw::new();
+    let mut fixture: Value =
+        serde_json::from_str(include_str!("fixtures/kibana_task.json")).unwrap();
+    fixture["namespaces"] = json!(["default"]);
+    fixture["references"] = json!([{ "id": "rule-1", "name": "source", "type": "alert" }]);
+    fixture["task"]["apiKey"] = json!("c2VjcmV0");
+    fixture["task"]["numSkippedRuns"] = json!(2);
+    let path = format!("/{}/_doc/task:kibana-2?refresh=true", store.index());
+    let (status, answer) = raw.send(Method::Put, &path, Some(fixture)).await;
+    assert_eq!(status, 201, "{answer}");
+
+    let mut task = store.get(&id("kibana-2")).await.unwrap();
+    task.priority = 77;
+    task.user = None;
+    store.update(&task).await.unwrap();
+    let task = store.get(&id("kibana-2")).await.unwrap();
+    store.bulk_update(&[task]).await.unwrap().remove(0).unwrap();
+
+    let (_, doc) = raw
+        .send(
+            Method::Get,
+            &format!("/{}/_doc/task:kibana-2", store.index()),
+            None,
+        )
+        .await;
+    let source = &doc["_source"];
+    assert_eq!(source["task"]["priority"], 77);
+    assert_eq!(
+        source["task"]["user"],
+        Value::Null,
+        "a cleared field is cleared"
+    );
+    assert_eq!(source["task"]["apiKey"], "c2VjcmV0");
+    assert_eq!(source["task"]["partition"], 187);
+    assert_eq!(source["task"]["numSkippedRuns"], 2);
+    assert_eq!(source["namespaces"], json!(["default"]));
+    assert_eq!(source["references"][0]["id"], "rule-1");
+    assert_eq!(source["typeMigrationVersion"], "8.5.0");
+    store.delete_index().await.unwrap();
+}

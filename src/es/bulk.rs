@@ -42,17 +42,6 @@ impl BulkBody {
         self.document(task, now);
     }
 
-    /// Replace the whole document, if it is still at `version`.
-    pub(crate) fn index_if(
-        &mut self,
-        task: &ConcreteTaskInstance,
-        version: Version,
-        now: DateTime<Utc>,
-    ) {
-        self.line(&json!({ "index": conditional(&task.id.document_id(), version) }));
-        self.document(task, now);
-    }
-
     fn document(&mut self, task: &ConcreteTaskInstance, now: DateTime<Utc>) {
         write_document(&mut self.buf, task, now);
         self.buf.push(b'\n');

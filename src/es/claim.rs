@@ -82,8 +82,10 @@ impl ElasticsearchTaskStore {
                 break;
             }
             if candidates.is_empty() {
-                // Search again only when conflicts took what the last search offered.
-                if searches == MAX_SEARCHES || (searches > 0 && result.conflicts == 0) {
+                // Search again only when conflicts, or unreadable documents, took what the last
+                // search offered.
+                let refill = result.conflicts > 0 || !result.skipped.is_empty();
+                if searches == MAX_SEARCHES || (searches > 0 && !refill) {
                     break;
                 }
                 candidates = self
@@ -126,7 +128,10 @@ impl ElasticsearchTaskStore {
             match decode_hit(hit) {
                 Ok(task) => tasks.push(task),
                 Err(e) => {
-                    tracing::warn!(error = %e, "skipping a claim candidate that is not a valid task");
+                    tracing::warn!(error = %e, "skipping a claim candidate that is not a valid task; this store will not offer it again");
+                    if let Error::Decode { id, .. } = &e {
+                        self.recent.note_unreadable(id.clone());
+                    }
                     result.skipped.push(e);
                 }
             }

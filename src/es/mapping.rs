@@ -82,8 +82,71 @@ fn compare_object(
                         expected: describe(expected_field),
                         actual: describe(actual_field),
                     });
+                } else if let Some(problem) = unusable(actual_field) {
+                    mismatches.push(FieldMismatch {
+                        field: field_path,
+                        expected: format!("{} (searchable)", describe(expected_field)),
+                        actual: problem,
+                    });
                 }
             }
+        }
+    }
+    if path == "task" {
+        check_source_only_fields(actual_props, mismatches);
+    }
+}
+
+/// Why a field of the right type still cannot serve the store's queries, if it cannot.
+fn unusable(field: &Value) -> Option<String> {
+    if field.get("index") == Some(&Value::Bool(false))
+        || field.get("index") == Some(&Value::String("false".into()))
+    {
+        return Some(format!("{} with index: false", describe(field)));
+    }
+    if let Some(format) = field.get("format").and_then(Value::as_str) {
+        if !format.contains("date_optional_time") {
+            return Some(format!("date with format {format}"));
+        }
+    }
+    None
+}
+
+/// Fields the store writes but does not index. An index may map them (Kibana's does), but
+/// only in a way that accepts what the store writes: strings (and a date for `startedAt`).
+fn check_source_only_fields(actual: &Map<String, Value>, mismatches: &mut Vec<FieldMismatch>) {
+    const STRING_TYPES: [&str; 4] = ["text", "keyword", "match_only_text", "wildcard"];
+    for (name, extra) in [
+        ("params", None),
+        ("state", None),
+        ("user", None),
+        ("traceparent", None),
+        ("timeoutOverride", None),
+        ("lastError", None),
+        ("startedAt", Some("date")),
+    ] {
+        let Some(field) = actual.get(name) else {
+            continue;
+        };
+        if field.get("enabled") == Some(&Value::Bool(false)) {
+            continue;
+        }
+        let ty = field
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("object");
+        let ok = STRING_TYPES.contains(&ty) || Some(ty) == extra;
+        let ok = ok && (ty != "date" || unusable(field).is_none());
+        if !ok {
+            mismatches.push(FieldMismatch {
+                field: format!("task.{name}"),
+                expected: if extra.is_some() {
+                    "unmapped, a string type or date".into()
+                } else {
+                    "unmapped or a string type".into()
+                },
+                actual: describe(field),
+            });
         }
     }
 }
@@ -143,6 +206,29 @@ mod tests {
         actual["properties"]["task"]["dynamic"] = json!("false");
         actual["properties"]["namespace"] = json!({"type": "keyword"});
         verify("i", &actual).unwrap();
+    }
+
+    #[test]
+    fn fields_of_the_right_type_that_cannot_serve_queries_or_writes_are_named() {
+        let mut actual = index_definition()["mappings"].clone();
+        actual["properties"]["task"]["properties"]["status"] =
+            json!({"type": "keyword", "index": false});
+        actual["properties"]["task"]["properties"]["runAt"] =
+            json!({"type": "date", "format": "epoch_millis"});
+        actual["properties"]["task"]["properties"]["params"] = json!({"type": "long"});
+        actual["properties"]["task"]["properties"]["startedAt"] = json!({"type": "integer"});
+        actual["properties"]["task"]["properties"]["state"] =
+            json!({"type": "object", "enabled": false});
+        actual["properties"]["task"]["properties"]["user"] = json!({"type": "keyword"});
+        let Err(Error::MappingMismatch { mismatches, .. }) = verify("i", &actual) else {
+            panic!("expected a mismatch");
+        };
+        let mut fields: Vec<&str> = mismatches.iter().map(|m| m.field.as_str()).collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            ["task.params", "task.runAt", "task.startedAt", "task.status"]
+        );
     }
 
     #[test]

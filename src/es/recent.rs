@@ -16,9 +16,15 @@ pub(crate) const RECENT_WINDOW: Duration = Duration::from_secs(3);
 /// Most ids remembered; the oldest go first.
 const MAX_IDS: usize = 5_000;
 
+/// Most unreadable documents remembered.
+const MAX_UNREADABLE: usize = 1_000;
+
 #[derive(Debug, Default)]
 pub(crate) struct RecentClaims {
     ids: Mutex<VecDeque<(Instant, String)>>,
+    /// Candidates that could not be read as tasks: left out of this store's claims for good,
+    /// so they cannot fill every claim's candidate window.
+    unreadable: Mutex<VecDeque<String>>,
 }
 
 impl RecentClaims {
@@ -37,14 +43,29 @@ impl RecentClaims {
         self.lock().retain(|(_, id)| id != doc_id);
     }
 
-    /// The ids taken within the window.
+    /// Remembers a document that is not a readable task.
+    pub(crate) fn note_unreadable(&self, doc_id: String) {
+        let mut unreadable = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        if !unreadable.contains(&doc_id) {
+            unreadable.push_back(doc_id);
+            if unreadable.len() > MAX_UNREADABLE {
+                unreadable.pop_front();
+            }
+        }
+    }
+
+    /// The ids to leave out of candidate searches: taken within the window, or unreadable.
     pub(crate) fn current(&self) -> Vec<String> {
         let mut ids = self.lock();
         let cutoff = Instant::now().checked_sub(RECENT_WINDOW);
         while ids.front().is_some_and(|(at, _)| Some(*at) < cutoff) {
             ids.pop_front();
         }
-        ids.iter().map(|(_, id)| id.clone()).collect()
+        let unreadable = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        ids.iter()
+            .map(|(_, id)| id.clone())
+            .chain(unreadable.iter().cloned())
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Instant, String)>> {

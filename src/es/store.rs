@@ -12,7 +12,7 @@ use super::bulk::{parse_items, BulkBody};
 use super::classify::Context;
 use super::client::{segment, Body, Http};
 use super::config::{Refresh, StoreBuilder};
-use super::document::{decode_document, encode_patch, write_document};
+use super::document::{decode_document, encode_patch, encode_task, format_date, write_document};
 use super::{mapping, query};
 use crate::claim::ClaimStrategy;
 use crate::clock::Clock;
@@ -538,9 +538,13 @@ impl ElasticsearchTaskStore {
 
     // ----- updating -----
 
-    /// Replaces a stored task, if it is still at `task.version`. Returns the new version;
-    /// [`Error::Conflict`] if the task changed or was removed meanwhile (it is never
+    /// Writes every field of a stored task, if it is still at `task.version`. Returns the new
+    /// version; [`Error::Conflict`] if the task changed or was removed meanwhile (it is never
     /// re-created).
+    ///
+    /// Fields of the document this crate does not model (Kibana's `apiKey`, `partition`,
+    /// `namespaces`, `references`...) are kept: the task's fields are merged into the stored
+    /// document rather than replacing it.
     pub async fn update(&self, task: &ConcreteTaskInstance) -> Result<Version> {
         task.validate()?;
         let version = task.require_version()?;
@@ -551,10 +555,10 @@ impl ElasticsearchTaskStore {
         let answer = self
             .http
             .send(
-                Method::Put,
-                &self.doc_path("_doc", &task.id),
+                Method::Post,
+                &self.doc_path("_update", &task.id),
                 &params,
-                Some(Body::JsonBytes(document_bytes(task, self.now()))),
+                Some(Body::Json(json!({ "doc": encode_merge(task, self.now()) }))),
                 Context::task(&self.index, &id),
             )
             .await
@@ -562,8 +566,9 @@ impl ElasticsearchTaskStore {
         version_of(&answer)
     }
 
-    /// Replaces many stored tasks in one request, each conditional on its own version. One
-    /// result per task, in order.
+    /// Writes many stored tasks in one request, each conditional on its own version, keeping
+    /// the fields this crate does not model (see [`update`](Self::update)). One result per
+    /// task, in order.
     pub async fn bulk_update(
         &self,
         tasks: &[ConcreteTaskInstance],
@@ -574,7 +579,7 @@ impl ElasticsearchTaskStore {
         for task in tasks {
             let checked = task.validate().and_then(|()| task.require_version());
             if let Ok(version) = &checked {
-                body.index_if(task, *version, now);
+                body.update_if(&task.id.document_id(), *version, &encode_merge(task, now));
             }
             results.push(checked);
         }
@@ -650,6 +655,25 @@ impl ElasticsearchTaskStore {
             )
             .collect())
     }
+}
+
+/// Every field of a task, as a `doc` to merge into its document: fields the task does not set
+/// are written as null, so the merge clears them.
+fn encode_merge(task: &ConcreteTaskInstance, now: DateTime<Utc>) -> Value {
+    let mut fields = encode_task(task);
+    if let Value::Object(map) = &mut fields {
+        for key in [
+            "schedule",
+            "scope",
+            "user",
+            "traceparent",
+            "timeoutOverride",
+            "lastError",
+        ] {
+            map.entry(key).or_insert(Value::Null);
+        }
+    }
+    json!({ "type": super::document::DOCUMENT_TYPE, "task": fields, "updated_at": format_date(now) })
 }
 
 fn document_bytes(task: &ConcreteTaskInstance, now: DateTime<Utc>) -> Vec<u8> {
