@@ -223,7 +223,7 @@ async fn tour(store: &ElasticsearchTaskStore, scope: &str) -> Result<(), Error> 
         stats.overdue,
         stats
             .oldest_overdue_run_at
-            .map(|t| t.to_rfc3339())
+            .map(es_task_store::es::document::format_date)
             .unwrap_or_default()
     );
     Ok(())
@@ -252,15 +252,16 @@ fn build_worker(
                     .started_at
                     .map_or(0, |s| (s - task.run_at).num_milliseconds().max(0));
                 let outcome = work(&ctx);
-                if let Ok((duration, _)) = &outcome {
-                    tokio::time::sleep(*duration).await;
-                }
+                // Recorded at the start, so runs cancelled by their timeout are counted too.
                 ledger.lock().unwrap().push(RunRecord {
                     task_type,
                     attempt: task.attempts,
                     ok: outcome.is_ok(),
                     latency_ms,
                 });
+                if let Ok((duration, _)) = &outcome {
+                    tokio::time::sleep(*duration).await;
+                }
                 outcome.map(|(_, state)| RunOutput::with_state(state))
             }
         })
@@ -407,7 +408,7 @@ async fn summary(
     println!(
         "heartbeat: {} beats so far, next run at {}",
         heartbeat.state.get("beats").cloned().unwrap_or(json!(0)),
-        heartbeat.run_at.to_rfc3339()
+        es_task_store::es::document::format_date(heartbeat.run_at)
     );
     Ok(())
 }
