@@ -67,6 +67,30 @@ async fn main() -> Result<(), BoxError> {
             .unwrap_or(10_000);
         return rss_probe(&url, tasks).await;
     }
+    if let Some(pos) = args.iter().position(|a| a == "--drain-only") {
+        // For profiling: one draining scenario, printed, BENCHMARKS.md untouched.
+        let n: usize = args
+            .get(pos + 1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(20_000);
+        let workers: usize = args.get(pos + 2).and_then(|n| n.parse().ok()).unwrap_or(1);
+        let raw = Raw::new(&url)?;
+        let cpu = cpu_secs();
+        let lib = drain_library(&url, &raw, n, workers, ClaimStrategy::Optimistic).await?;
+        let lib_cpu = cpu_secs() - cpu;
+        let cpu = cpu_secs();
+        let base = drain_raw(&raw, n, workers).await?;
+        let raw_cpu = cpu_secs() - cpu;
+        println!(
+            "library {:.0} tasks/s ({:.1} µs client CPU per task), raw {:.0} tasks/s ({:.1} µs), ratio {:.2}",
+            lib.tasks_per_sec,
+            lib_cpu / n as f64 * 1e6,
+            base.tasks_per_sec,
+            raw_cpu / n as f64 * 1e6,
+            lib.tasks_per_sec / base.tasks_per_sec
+        );
+        return Ok(());
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let sizes = if quick { QUICK } else { FULL };
     let raw = Raw::new(&url)?;
@@ -693,6 +717,25 @@ struct RssResult {
     tasks: usize,
     baseline_kib: u64,
     peak_kib: u64,
+}
+
+/// CPU time (user + system) this process used so far, in seconds (loading tasks included).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn status_kib(field: &str) -> u64 {

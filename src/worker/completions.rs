@@ -3,7 +3,7 @@
 //! Finished runs hand their [`Completion`] to one writer task per worker. The writer takes
 //! whatever has queued up while its previous request was in flight and writes it as one
 //! conditional `_bulk`, so under load a completion costs a fraction of a request, and when idle
-//! it is written at once (no timer, no added latency). A batch that fails as a whole on a
+//! it is written after a 2 ms linger. A batch that fails as a whole on a
 //! transient error (overload, timeout, connection) is retried with jittered backoff before
 //! its items report the error.
 
@@ -16,6 +16,9 @@ use crate::es::store::ElasticsearchTaskStore;
 use crate::outcome::{Completion, RetryPolicy};
 use crate::task::ConcreteTaskInstance;
 use crate::version::Version;
+
+/// How long the writer waits for more completions after the first of a batch.
+const LINGER: Duration = Duration::from_millis(2);
 
 /// Most completions written in one request.
 const MAX_BATCH: usize = 1_000;
@@ -68,6 +71,16 @@ async fn write_loop(
 ) {
     let mut batch = Vec::with_capacity(64);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Runs of one claim tend to finish together: give the rest of them a moment to queue.
+        if batch.len() < MAX_BATCH {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+        }
         let (items, replies): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|(t, c, r)| ((t, c), r)).unzip();
         let results = write_with_retries(&store, &items).await;
