@@ -3,8 +3,9 @@
 //! A [`Worker`] holds the task definitions of the types it runs. It claims up to its free
 //! capacity, runs each claimed task in its own tokio task, and claims again:
 //!
-//! - as soon as a slot frees while claims keep filling the free capacity (polling is not
-//!   capped by the poll interval when there is work);
+//! - as soon as slots free while claims keep filling the free capacity (polling is not capped
+//!   by the poll interval when there is work): when every run has finished, or 50 ms after the
+//!   first of them finished, whichever comes first;
 //! - at once (after up to 25 ms of jitter) when a claim came back short because other
 //!   claimers took candidates first;
 //! - after the poll interval (500 ms) when a claim came back short otherwise;
@@ -82,7 +83,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait before claiming again after a claim lost races to other claimers.
 const CONTENTION_DELAY: Duration = Duration::from_millis(25);
 
-/// Longest wait for more slots to free before claiming for less than half the capacity.
+/// Longest wait for the other runs of a batch to finish before claiming for fewer slots.
 const SLOT_BATCH_DELAY: Duration = Duration::from_millis(50);
 
 /// Backoff of claims while the engine fails: 1 s, doubling, capped at 1 min, with jitter.
@@ -384,8 +385,9 @@ impl Worker {
                     _ = running.join_next() => {}
                     () = self.shutdown.cancelled() => return,
                 }
-                // Gather a few more finished runs, so claims are not made one slot at a time.
-                let want = (self.capacity / 2).max(1);
+                // Runs of one claim tend to finish together: wait a moment for the rest of them,
+                // so the next claim fills many slots at once instead of a few at a time.
+                let want = self.capacity;
                 let deadline = tokio::time::Instant::now() + SLOT_BATCH_DELAY;
                 while self.capacity - running.len() < want {
                     match tokio::time::timeout_at(deadline, running.join_next()).await {
