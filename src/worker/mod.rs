@@ -68,7 +68,7 @@ pub use definition::{
 };
 pub use stats::{WorkerCounters, WorkerStats};
 
-use crate::claim::{ClaimRequest, DEFAULT_CAPACITY, MAX_CAPACITY};
+use crate::claim::{ClaimRequest, DEFAULT_CAPACITY};
 use crate::error::Error;
 use crate::es::store::ElasticsearchTaskStore;
 use crate::outcome::RetryPolicy;
@@ -152,19 +152,12 @@ impl WorkerBuilder {
                 reason: "register at least one task type".into(),
             });
         }
-        if !(1..=MAX_CAPACITY).contains(&self.capacity) {
-            return Err(Error::InvalidQuery {
-                field: "capacity",
-                reason: format!(
-                    "must be between 1 and {MAX_CAPACITY}, got {}",
-                    self.capacity
-                ),
-            });
-        }
         let owner_id = self
             .owner_id
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut request = ClaimRequest::new(owner_id, self.definitions.keys().cloned());
+        // The claim request checks the capacity, the owner id and every lease.
+        let mut request = ClaimRequest::new(owner_id, self.definitions.keys().cloned())
+            .with_capacity(self.capacity);
         for definition in self.definitions.values() {
             request = request.with_lease(definition.task_type.clone(), definition.lease);
         }
