@@ -291,6 +291,19 @@ async fn load(raw: &Raw, index: &str, tasks: &[TaskInstance]) -> Result<(), BoxE
     Ok(())
 }
 
+/// A fresh index holding `n` due one-off tasks.
+async fn due_index(raw: &Raw, prefix: &str, n: usize) -> Result<String, BoxError> {
+    let index = unique(prefix);
+    raw.create_index(&index).await?;
+    load(
+        raw,
+        &index,
+        &due_tasks(n, Utc::now() - TimeDelta::minutes(1)),
+    )
+    .await?;
+    Ok(index)
+}
+
 // ----- a. scheduling -----
 
 struct ScheduleResult {
@@ -386,14 +399,7 @@ async fn drain_library(
     workers: usize,
     strategy: ClaimStrategy,
 ) -> Result<DrainRow, BoxError> {
-    let index = unique("drain");
-    raw.create_index(&index).await?;
-    load(
-        raw,
-        &index,
-        &due_tasks(n, Utc::now() - TimeDelta::minutes(1)),
-    )
-    .await?;
+    let index = due_index(raw, "drain", n).await?;
     let ran: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::with_capacity(n)));
     let mut shutdowns = Vec::new();
     let mut counters = Vec::new();
@@ -468,14 +474,7 @@ async fn drain_library(
 /// conditional `_bulk` update, then deleting the claimed tasks with one `_bulk` of conditional
 /// deletes (the requests the library sends, with no library code in between).
 async fn drain_raw(raw: &Raw, n: usize, loops: usize) -> Result<DrainRow, BoxError> {
-    let index = unique("drain-raw");
-    raw.create_index(&index).await?;
-    load(
-        raw,
-        &index,
-        &due_tasks(n, Utc::now() - TimeDelta::minutes(1)),
-    )
-    .await?;
+    let index = due_index(raw, "drain-raw", n).await?;
     let done = Arc::new(Mutex::new(HashSet::<String>::with_capacity(n)));
     let conflicts = Arc::new(Mutex::new(0u64));
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
@@ -753,14 +752,7 @@ fn status_kib(field: &str) -> u64 {
 /// peak RSS before and while holding them.
 async fn rss_probe(url: &str, tasks: usize) -> Result<(), BoxError> {
     let raw = Raw::new(url)?;
-    let index = unique("rss");
-    raw.create_index(&index).await?;
-    load(
-        &raw,
-        &index,
-        &due_tasks(tasks, Utc::now() - TimeDelta::minutes(1)),
-    )
-    .await?;
+    let index = due_index(&raw, "rss", tasks).await?;
     let baseline = status_kib("VmHWM:");
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let release = Arc::new(tokio::sync::Notify::new());

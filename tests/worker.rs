@@ -78,10 +78,17 @@ fn counting(
     }
 }
 
-#[tokio::test]
-async fn recurring_success_keeps_the_phase() {
-    let clock = ManualClock::new(at(12, 0, 3));
-    let store = store_with("phase", Some(clock.clone())).await;
+/// A task due at 12:00 every 5 minutes, a store whose clock reads `now`, and a worker running
+/// it that counts its runs.
+async fn every_5m_from_noon(
+    prefix: &str,
+    now: DateTime<Utc>,
+) -> (
+    ElasticsearchTaskStore,
+    Arc<AtomicU32>,
+    impl FnOnce() -> tokio::task::JoinHandle<WorkerStats>,
+) {
+    let store = store_with(prefix, Some(ManualClock::new(now))).await;
     store
         .schedule(
             TaskInstance::new("tick")
@@ -99,6 +106,12 @@ async fn recurring_success_keeps_the_phase() {
             .build()
             .unwrap(),
     );
+    (store, runs, stop)
+}
+
+#[tokio::test]
+async fn recurring_success_keeps_the_phase() {
+    let (store, runs, stop) = every_5m_from_noon("phase", at(12, 0, 3)).await;
     eventually("the run", Duration::from_secs(20), || async {
         store.get(&id("every-5m")).await.unwrap().run_at != at(12, 0, 0)
     })
@@ -113,25 +126,7 @@ async fn recurring_success_keeps_the_phase() {
 
 #[tokio::test]
 async fn after_an_outage_a_recurring_task_runs_once_then_keeps_the_phase() {
-    let clock = ManualClock::new(at(14, 0, 0));
-    let store = store_with("outage", Some(clock.clone())).await;
-    store
-        .schedule(
-            TaskInstance::new("tick")
-                .with_id("every-5m")
-                .unwrap()
-                .with_run_at(at(12, 0, 0))
-                .with_interval("5m".parse().unwrap()),
-        )
-        .await
-        .unwrap();
-    let runs = Arc::new(AtomicU32::new(0));
-    let stop = start(
-        fast_worker(&store)
-            .register(TaskDefinition::new("tick", counting(runs.clone())))
-            .build()
-            .unwrap(),
-    );
+    let (store, runs, stop) = every_5m_from_noon("outage", at(14, 0, 0)).await;
     eventually("the run", Duration::from_secs(20), || async {
         runs.load(Ordering::SeqCst) >= 1
             && store.get(&id("every-5m")).await.unwrap().status == TaskStatus::Idle

@@ -13,7 +13,7 @@ use super::client::Body;
 use super::document::encode_patch;
 use super::document::format_date;
 use super::query;
-use super::store::{decode_hit, hits_of, ElasticsearchTaskStore};
+use super::store::{decode_hits, hits_of, ElasticsearchTaskStore};
 use crate::claim::{claim_patch, lease_delta, ClaimRequest, ClaimResult, ClaimStrategy};
 use crate::error::{Error, Result};
 use crate::patch::TaskPatch;
@@ -123,18 +123,13 @@ impl ElasticsearchTaskStore {
             ))
             .await?;
         result.requests += 1;
-        let mut tasks = Vec::new();
-        for hit in hits_of(&answer)? {
-            match decode_hit(hit) {
-                Ok(task) => tasks.push(task),
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping a claim candidate that is not a valid task; this store will not offer it again");
-                    if let Error::Decode { id, .. } = &e {
-                        self.recent.note_unreadable(id.clone());
-                    }
-                    result.skipped.push(e);
-                }
+        let (mut tasks, skipped) = decode_hits(hits_of(&answer)?);
+        for e in skipped {
+            tracing::warn!(error = %e, "skipping a claim candidate that is not a valid task; this store will not offer it again");
+            if let Error::Decode { id, .. } = &e {
+                self.recent.note_unreadable(id.clone());
             }
+            result.skipped.push(e);
         }
         result.candidates += tasks.len();
         shuffle_within_priority(&mut tasks);
@@ -148,23 +143,42 @@ impl ElasticsearchTaskStore {
         batch: Vec<ConcreteTaskInstance>,
         result: &mut ClaimResult,
     ) -> Result<()> {
+        let claims = batch
+            .into_iter()
+            .map(|task| {
+                let lease = lease_delta(request.lease_for(&task.task_type)).unwrap_or_default();
+                let patch = claim_patch(&task, &request.owner_id, now, lease);
+                (task, patch)
+            })
+            .collect();
+        let sent = self.write_claims(claims, now, result).await?;
+        // Won or lost, these are taken: keep them out of the next searches until a refresh.
+        self.recent.note(sent);
+        Ok(())
+    }
+
+    /// Writes each task's claim patch conditional on the version it was read at, and sorts the
+    /// answers into `result`: claimed (with the new version), conflicts, removed, errors.
+    /// Returns the document ids it sent.
+    async fn write_claims(
+        &self,
+        claims: Vec<(ConcreteTaskInstance, TaskPatch)>,
+        now: DateTime<Utc>,
+        result: &mut ClaimResult,
+    ) -> Result<Vec<String>> {
         let mut body = BulkBody::new();
-        let mut sent = Vec::with_capacity(batch.len());
-        for task in batch {
+        let mut sent = Vec::with_capacity(claims.len());
+        for (task, patch) in claims {
             let Some(version) = task.version else {
                 result.errors.push((task.id.clone(), missing_version()));
                 continue;
             };
-            let lease = lease_delta(request.lease_for(&task.task_type)).unwrap_or_default();
-            let patch = claim_patch(&task, &request.owner_id, now, lease);
             body.update_if(&task.id.document_id(), version, &encode_patch(&patch, now));
             sent.push((task, patch));
         }
         let items = self.send_bulk(body).await?;
         result.requests += 1;
-        // Won or lost, these are taken: keep them out of the next searches until a refresh.
-        self.recent
-            .note(sent.iter().map(|(task, _)| task.id.document_id()));
+        let doc_ids = sent.iter().map(|(task, _)| task.id.document_id()).collect();
         for ((mut task, patch), item) in sent.into_iter().zip(items) {
             match item.into_result(Context::task(&self.index, task.id.as_str())) {
                 Ok(version) => {
@@ -177,7 +191,7 @@ impl ElasticsearchTaskStore {
                 Err(e) => result.errors.push((task.id.clone(), e)),
             }
         }
-        Ok(())
+        Ok(doc_ids)
     }
 
     async fn claim_by_query(
@@ -238,46 +252,18 @@ impl ElasticsearchTaskStore {
             ))
             .await?;
         result.requests += 1;
-        let mut batch = Vec::new();
-        for hit in hits_of(&answer)? {
-            match decode_hit(hit) {
-                Ok(task) => batch.push(task),
-                Err(e) => result.skipped.push(e),
-            }
-        }
+        let (batch, skipped) = decode_hits(hits_of(&answer)?);
+        result.skipped.extend(skipped);
         result.candidates += batch.len();
-        let mut body = BulkBody::new();
         let running = TaskPatch {
             status: Some(TaskStatus::Running),
             ..TaskPatch::default()
         };
-        let mut sent = Vec::with_capacity(batch.len());
-        for task in batch {
-            let Some(version) = task.version else {
-                result.errors.push((task.id.clone(), missing_version()));
-                continue;
-            };
-            body.update_if(
-                &task.id.document_id(),
-                version,
-                &encode_patch(&running, now),
-            );
-            sent.push(task);
-        }
-        let items = self.send_bulk(body).await?;
-        result.requests += 1;
-        for (mut task, item) in sent.into_iter().zip(items) {
-            match item.into_result(Context::task(&self.index, task.id.as_str())) {
-                Ok(version) => {
-                    running.apply_to(&mut task);
-                    task.version = version;
-                    result.claimed.push(task);
-                }
-                Err(Error::Conflict { .. }) => result.conflicts += 1,
-                Err(Error::NotFound { .. }) => result.removed += 1,
-                Err(e) => result.errors.push((task.id.clone(), e)),
-            }
-        }
+        let claims = batch
+            .into_iter()
+            .map(|task| (task, running.clone()))
+            .collect();
+        self.write_claims(claims, now, &mut result).await?;
         Ok(result)
     }
 }

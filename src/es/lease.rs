@@ -41,13 +41,13 @@ impl ElasticsearchTaskStore {
         policy: &RetryPolicy,
     ) -> Result<Version> {
         let patch = on_failure(task, self.now(), error, policy, fastrand::f64());
-        self.lease_write(task, &patch).await
+        self.lease_write(task, patch).await
     }
 
     /// Gives a claimed task back unrun: `idle`, claimable at once, the claim's attempt not
     /// counted. Returns the new version.
     pub async fn release(&self, task: &ConcreteTaskInstance) -> Result<Version> {
-        self.lease_write(task, &on_release(task)).await
+        self.lease_write(task, on_release(task)).await
     }
 
     /// Extends the lease of a claimed task to now + `lease`, and updates `task` with the new
@@ -64,7 +64,8 @@ impl ElasticsearchTaskStore {
                 reason: format!("must be greater than zero and at most 365 days, got {lease:?}"),
             })?;
         let patch = on_renewal(self.now(), lease);
-        let version = self.lease_write(task, &patch).await?;
+        // The patch only moves retryAt; apply it to the caller's copy once written.
+        let version = self.lease_write(task, patch.clone()).await?;
         patch.apply_to(task);
         task.version = Some(version);
         Ok(version)
@@ -77,10 +78,13 @@ impl ElasticsearchTaskStore {
         task: &ConcreteTaskInstance,
         completion: &Completion,
     ) -> Result<Option<Version>> {
-        match completion {
-            Completion::Update(patch) => self.lease_write(task, patch).await.map(Some),
-            Completion::Delete => self.lease_delete(task).await.map(|()| None),
-        }
+        let mut results = self.complete_batch(&[(task, completion)]).await?;
+        results.pop().unwrap_or_else(|| {
+            Err(Error::MalformedResponse {
+                status: 200,
+                reason: "_bulk answer has no item".into(),
+            })
+        })
     }
 
     /// Writes many [`Completion`]s in one request, each conditional on its task's version.
@@ -88,7 +92,7 @@ impl ElasticsearchTaskStore {
     /// [`Error::LeaseLost`] / [`Error::Removed`] / another error for that task alone.
     pub async fn complete_batch(
         &self,
-        items: &[(ConcreteTaskInstance, Completion)],
+        items: &[(&ConcreteTaskInstance, &Completion)],
     ) -> Result<Vec<Result<Option<Version>>>> {
         let mut results: Vec<Result<Option<Version>>> = Vec::with_capacity(items.len());
         let mut body = BulkBody::new();
@@ -110,6 +114,7 @@ impl ElasticsearchTaskStore {
                         continue;
                     }
                     if patch.status == Some(crate::task::TaskStatus::Idle) {
+                        // Given back: this store may claim it again as soon as it is due.
                         self.recent.forget(&doc_id);
                     }
                     body.update_if(&doc_id, version, &super::document::encode_patch(patch, now));
@@ -119,12 +124,15 @@ impl ElasticsearchTaskStore {
         }
         let mut items_out = self.send_bulk(body).await?.into_iter();
         let mut lost = Vec::new();
-        for (index, ((task, _), result)) in items.iter().zip(results.iter_mut()).enumerate() {
+        for (index, ((task, completion), result)) in
+            items.iter().zip(results.iter_mut()).enumerate()
+        {
             if result.is_err() {
                 continue;
             }
             let Some(item) = items_out.next() else { break };
             *result = match item.into_result(Context::task(&self.index, task.id.as_str())) {
+                Ok(_) if matches!(completion, Completion::Delete) => Ok(None),
                 Ok(version) => Ok(version),
                 Err(Error::NotFound { id }) => Err(Error::Removed { id }),
                 Err(Error::Conflict { id }) => {
@@ -148,44 +156,14 @@ impl ElasticsearchTaskStore {
         Ok(results)
     }
 
-    async fn lease_write(&self, task: &ConcreteTaskInstance, patch: &TaskPatch) -> Result<Version> {
-        let version = task.require_version()?;
-        if patch.status == Some(crate::task::TaskStatus::Idle) {
-            // Given back: this store may claim it again as soon as it is due.
-            self.recent.forget(&task.id.document_id());
-        }
-        match self.partial_update(&task.id, version, patch).await {
-            Err(Error::Conflict { .. }) => Err(self.lost_or_removed(task).await),
-            Err(Error::NotFound { id }) => Err(Error::Removed { id }),
-            other => other,
-        }
-    }
-
-    async fn lease_delete(&self, task: &ConcreteTaskInstance) -> Result<()> {
-        let version = task.require_version()?;
-        let mut body = BulkBody::new();
-        body.delete_if(&task.id.document_id(), version);
-        let item = self.send_bulk(body).await?.into_iter().next();
-        let Some(item) = item else {
-            return Err(Error::MalformedResponse {
+    /// A lease write that updates fields; the new version.
+    async fn lease_write(&self, task: &ConcreteTaskInstance, patch: TaskPatch) -> Result<Version> {
+        let completion = Completion::Update(Box::new(patch));
+        self.complete(task, &completion)
+            .await?
+            .ok_or_else(|| Error::MalformedResponse {
                 status: 200,
-                reason: "_bulk answer has no item".into(),
-            });
-        };
-        match item.into_result(Context::task(&self.index, task.id.as_str())) {
-            Ok(_) => Ok(()),
-            Err(Error::Conflict { .. }) => Err(self.lost_or_removed(task).await),
-            Err(Error::NotFound { id }) => Err(Error::Removed { id }),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// After a conditional write lost: was the task taken over, or removed?
-    async fn lost_or_removed(&self, task: &ConcreteTaskInstance) -> Error {
-        let id = task.id.to_string();
-        match self.get(&task.id).await {
-            Err(Error::NotFound { .. }) => Error::Removed { id },
-            _ => Error::LeaseLost { id },
-        }
+                reason: "update answer has no _seq_no/_primary_term".into(),
+            })
     }
 }

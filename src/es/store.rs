@@ -146,15 +146,24 @@ impl ElasticsearchTaskStore {
         params
     }
 
-    fn write_params_if(
-        &self,
-        version: Version,
-    ) -> (Vec<(&'static str, &'static str)>, String, String) {
-        (
-            self.write_params(),
-            version.seq_no.to_string(),
-            version.primary_term.to_string(),
-        )
+    /// Merges `doc` into a task's document, if it is still at `version`; the new version.
+    async fn update_if(&self, id: &TaskId, version: Version, doc: Value) -> Result<Version> {
+        version.check()?;
+        let (seq_no, term) = (version.seq_no.to_string(), version.primary_term.to_string());
+        let mut params = self.write_params();
+        params.push(("if_seq_no", &seq_no));
+        params.push(("if_primary_term", &term));
+        let answer = self
+            .http
+            .send(
+                Method::Post,
+                &self.doc_path("_update", id),
+                &params,
+                Some(Body::Json(json!({ "doc": doc }))),
+                Context::task(&self.index, id.as_str()),
+            )
+            .await?;
+        version_of(&answer)
     }
 
     // ----- index -----
@@ -548,22 +557,9 @@ impl ElasticsearchTaskStore {
     pub async fn update(&self, task: &ConcreteTaskInstance) -> Result<Version> {
         task.validate()?;
         let version = task.require_version()?;
-        let (mut params, seq_no, term) = self.write_params_if(version);
-        params.push(("if_seq_no", &seq_no));
-        params.push(("if_primary_term", &term));
-        let id = task.id.to_string();
-        let answer = self
-            .http
-            .send(
-                Method::Post,
-                &self.doc_path("_update", &task.id),
-                &params,
-                Some(Body::Json(json!({ "doc": encode_merge(task, self.now()) }))),
-                Context::task(&self.index, &id),
-            )
+        self.update_if(&task.id, version, encode_merge(task, self.now()))
             .await
-            .map_err(|e| missing_is_conflict(e, &id))?;
-        version_of(&answer)
+            .map_err(|e| missing_is_conflict(e, task.id.as_str()))
     }
 
     /// Writes many stored tasks in one request, each conditional on its own version, keeping
@@ -608,23 +604,8 @@ impl ElasticsearchTaskStore {
         patch: &TaskPatch,
     ) -> Result<Version> {
         patch.validate()?;
-        version.check()?;
-        let (mut params, seq_no, term) = self.write_params_if(version);
-        params.push(("if_seq_no", &seq_no));
-        params.push(("if_primary_term", &term));
-        let answer = self
-            .http
-            .send(
-                Method::Post,
-                &self.doc_path("_update", id),
-                &params,
-                Some(Body::Json(
-                    json!({ "doc": encode_patch(patch, self.now()) }),
-                )),
-                Context::task(&self.index, id.as_str()),
-            )
-            .await?;
-        version_of(&answer)
+        self.update_if(id, version, encode_patch(patch, self.now()))
+            .await
     }
 
     // ----- removing -----
@@ -712,20 +693,15 @@ fn version_of(answer: &Value) -> Result<Version> {
 /// A page of decoded tasks from a search answer for `size` hits.
 pub(crate) fn page_of(answer: &Value, size: usize) -> Result<FetchPage> {
     let hits = hits_of(answer)?;
+    let (tasks, skipped) = decode_hits(hits);
+    for e in &skipped {
+        tracing::warn!(error = %e, "skipping a document that is not a valid task");
+    }
     let mut page = FetchPage {
-        tasks: Vec::with_capacity(hits.len()),
-        skipped: Vec::new(),
+        tasks,
+        skipped,
         next: None,
     };
-    for hit in hits {
-        match decode_hit(hit) {
-            Ok(task) => page.tasks.push(task),
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping a document that is not a valid task");
-                page.skipped.push(e);
-            }
-        }
-    }
     if hits.len() == size {
         page.next = hits
             .last()
@@ -744,6 +720,19 @@ pub(crate) fn hits_of(answer: &Value) -> Result<&Vec<Value>> {
             status: 200,
             reason: "search answer has no hits.hits".into(),
         })
+}
+
+/// The tasks of search hits, and the decode errors of the hits that are not valid tasks.
+pub(crate) fn decode_hits(hits: &[Value]) -> (Vec<ConcreteTaskInstance>, Vec<Error>) {
+    let mut tasks = Vec::with_capacity(hits.len());
+    let mut skipped = Vec::new();
+    for hit in hits {
+        match decode_hit(hit) {
+            Ok(task) => tasks.push(task),
+            Err(e) => skipped.push(e),
+        }
+    }
+    (tasks, skipped)
 }
 
 /// A task from a document read by get, mget or search (with `_seq_no` and `_primary_term`).

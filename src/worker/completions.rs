@@ -98,7 +98,9 @@ async fn write_with_retries(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match store.complete_batch(items).await {
+        let refs: Vec<(&ConcreteTaskInstance, &Completion)> =
+            items.iter().map(|(t, c)| (t, c)).collect();
+        match store.complete_batch(&refs).await {
             Ok(results) => return results,
             Err(e) if e.is_transient() && attempt < RETRY.max_attempts => {
                 let delay = e
